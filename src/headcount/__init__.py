@@ -1,0 +1,32 @@
+"""headcount: measure how much each attention head matters, and lay off the ones that don't.
+
+The public API (no side effects on import beyond loading these modules):
+
+    >>> from headcount import gate_heads, head_importance, normalize, evaluate
+"""
+
+__version__ = "0.1.0"
+
+from headcount.arch import SUPPORTED, HeadLayout, head_layout
+from headcount.data import EncodedData, choose_subset, prepare_data
+from headcount.errors import (
+    ConfigError,
+    DataError,
+    HeadcountError,
+    TaskError,
+    UnsupportedModelError,
+)
+from headcount.evaluate import Evaluation, evaluate
+from headcount.gates import gate_heads
+from headcount.importance import NORMALIZATIONS, Importance, head_importance, normalize
+from headcount.models import LoadedModel, load_model
+from headcount.pipeline import DataOptions, evaluate_job, importance_job
+from headcount.tasks.registry import Task, resolve_task
+
+__all__ = [
+    "SUPPORTED", "ConfigError", "DataError", "DataOptions", "EncodedData", "Evaluation",
+    "HeadLayout", "HeadcountError", "Importance", "LoadedModel", "NORMALIZATIONS", "Task",
+    "TaskError", "UnsupportedModelError", "choose_subset", "evaluate", "evaluate_job",
+    "gate_heads", "head_importance", "head_layout", "importance_job", "load_model",
+    "normalize", "prepare_data", "resolve_task",
+]

@@ -1,0 +1,187 @@
+"""Where each supported architecture keeps its attention heads.
+
+One small adapter per model family names the modules headcount touches: the attention
+output projection of every layer (its input is the concatenated per-head context, where
+the gate hooks go), the query/key/value projections (for physical removal), and the
+masked-LM head (so that vocabulary logits can be computed at masked positions only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from headcount.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class AttentionBlock:
+    """The projections of one attention block; `output` is gated, q/k/v are pruned with it."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    output: nn.Linear
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    # encoder (the model's base model) -> one AttentionBlock per distinct set of weights
+    blocks: Callable[[nn.Module], list[AttentionBlock]]
+    # full model with an MLM head -> function mapping hidden states [n, hidden] to logits
+    # [n, vocab]; None when the model class has no MLM head
+    mlm_head: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor] | None]
+    # whether the encoder's forward takes token_type_ids at all
+    takes_token_types: bool = True
+    # RoBERTa-style position ids start after the padding index, costing pad_token_id + 1 slots
+    position_offset_from_padding: bool = False
+    # ALBERT: one layer's weights applied num_hidden_layers times
+    shared_layers: bool = False
+
+
+def _bert_like_blocks(encoder: nn.Module) -> list[AttentionBlock]:
+    blocks = []
+    for layer in encoder.encoder.layer:
+        attention = layer.attention
+        blocks.append(
+            AttentionBlock(
+                attention.self.query, attention.self.key, attention.self.value,
+                attention.output.dense,
+            )
+        )
+    return blocks
+
+
+def _distilbert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
+    return [
+        AttentionBlock(a.q_lin, a.k_lin, a.v_lin, a.out_lin)
+        for a in (layer.attention for layer in encoder.transformer.layer)
+    ]
+
+
+def _albert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
+    groups = encoder.encoder.albert_layer_groups
+    if len(groups) != 1 or len(groups[0].albert_layers) != 1:
+        # Every released ALBERT checkpoint has one group with one layer; others would need a
+        # different notion of "layer application" and are refused rather than mis-gated.
+        raise UnsupportedModelError(
+            f"ALBERT with num_hidden_groups={len(groups)} and "
+            f"inner_group_num={len(groups[0].albert_layers)} is not supported; "
+            "only the released layout (1 group, 1 shared layer) is"
+        )
+    a = groups[0].albert_layers[0].attention
+    return [AttentionBlock(a.query, a.key, a.value, a.dense)]
+
+
+def _head(attribute: str):
+    """MLM head stored as one module (BERT `cls`, RoBERTa `lm_head`, ALBERT `predictions`)."""
+
+    def find(model: nn.Module):
+        return getattr(model, attribute, None)
+
+    return find
+
+
+def _electra_head(model: nn.Module):
+    if not hasattr(model, "generator_lm_head"):
+        return None
+    return lambda h: model.generator_lm_head(model.generator_predictions(h))
+
+
+def _distilbert_head(model: nn.Module):
+    if not hasattr(model, "vocab_projector"):
+        return None
+    return lambda h: model.vocab_projector(
+        model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
+    )
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", _bert_like_blocks, _head("cls")),
+    "roberta": Family(
+        "roberta", _bert_like_blocks, _head("lm_head"), position_offset_from_padding=True
+    ),
+    "xlm-roberta": Family(
+        "xlm-roberta", _bert_like_blocks, _head("lm_head"), position_offset_from_padding=True
+    ),
+    "electra": Family("electra", _bert_like_blocks, _electra_head),
+    "distilbert": Family(
+        "distilbert", _distilbert_blocks, _distilbert_head, takes_token_types=False
+    ),
+    "albert": Family("albert", _albert_blocks, _head("predictions"), shared_layers=True),
+}
+
+SUPPORTED = tuple(FAMILIES)
+
+
+def family_of(config) -> Family:
+    """The adapter for a model config; a clear error for any other architecture."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise UnsupportedModelError(
+            f"Unsupported architecture '{model_type}'. Supported: {', '.join(SUPPORTED)}"
+        )
+    return FAMILIES[model_type]
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """How many heads a model has and how gates index them.
+
+    `num_layers` counts layer applications: for ALBERT that is num_hidden_layers, although
+    only one set of attention weights exists (`shared_layers`).
+    """
+
+    family: str
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    shared_layers: bool
+
+    @property
+    def num_distinct_layers(self) -> int:
+        """Rows of a score table: 1 for ALBERT's shared heads, else num_layers."""
+        return 1 if self.shared_layers else self.num_layers
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The bare encoder inside a model with any task head (or the model itself)."""
+    return model.base_model
+
+
+def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
+    return family_of(model.config).blocks(encoder_of(model))
+
+
+def head_layout(model: nn.Module) -> HeadLayout:
+    family = family_of(model.config)
+    blocks = family.blocks(encoder_of(model))
+    config = model.config
+    num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
+    head_dim = blocks[0].output.in_features // num_heads
+    return HeadLayout(family.name, num_layers, num_heads, head_dim, family.shared_layers)
+
+
+def max_positions(config) -> int:
+    """The longest input (in tokens, special tokens included) the position table allows."""
+    family = family_of(config)
+    limit = config.max_position_embeddings
+    if family.position_offset_from_padding:
+        limit -= config.pad_token_id + 1
+    return limit
+
+
+def takes_token_types(config) -> bool:
+    """Whether to pass token_type_ids: not for DistilBERT, nor for a single-type vocabulary."""
+    family = family_of(config)
+    return family.takes_token_types and getattr(config, "type_vocab_size", 2) > 1
+
+
+def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Function from hidden states [n, hidden] to vocabulary logits [n, vocab], or None."""
+    return family_of(model.config).mlm_head(model)

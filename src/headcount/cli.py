@@ -1,0 +1,133 @@
+"""`headcount` command line: parse, call one library job, write/print its record.
+
+User mistakes (HeadcountError) are one line on stderr and exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from headcount.errors import HeadcountError
+from headcount.importance import NORMALIZATIONS
+
+EXIT_USER_ERROR = 2
+
+
+def _add_data_options(parser: argparse.ArgumentParser, *, default_split: str) -> None:
+    parser.add_argument("model", help="local checkpoint directory or hub name")
+    parser.add_argument(
+        "--task", required=True,
+        help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, mnli-mm, qnli, rte, wnli), "
+             "file:PATH (.tsv/.csv/.jsonl) or mlm:PATH (text file or directory)",
+    )
+    parser.add_argument("--data-dir", help="GLUE directory in GLUE's own layout "
+                        "(default: download from the Hugging Face hub)")
+    parser.add_argument("--split", default=default_split,
+                        help=f"train or dev (default {default_split}); mnli also "
+                             "dev_matched/dev_mismatched; ignored for file: and mlm:")
+    parser.add_argument("--max-examples", type=int, help="use at most N examples (random)")
+    parser.add_argument("--fraction", type=float, help="use a random fraction P of the examples")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the subset and of masked-LM masking")
+    parser.add_argument("--text-column", help="file: tasks: column of the text")
+    parser.add_argument("--text-pair-column", help="file: tasks: column of the second text")
+    parser.add_argument("--label-column", help="file: tasks: column of the label")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _data_options(args):
+    from headcount.pipeline import DataOptions
+
+    return DataOptions(
+        task=args.task, data_dir=args.data_dir, split=args.split,
+        max_examples=args.max_examples, fraction=args.fraction, batch_size=args.batch_size,
+        max_length=args.max_length, seed=args.seed, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column,
+    )
+
+
+def _importance(args) -> None:
+    from headcount.io import write_json
+    from headcount.pipeline import importance_job
+
+    record = importance_job(
+        args.model, _data_options(args), normalize_method=args.normalize, device=args.device,
+        progress=not args.quiet,
+    )
+    write_json(args.out, record)
+    if not args.quiet:
+        print(_score_table(record), file=sys.stderr)
+    print(f"wrote importance of {record['layers']}x{record['heads']} heads over "
+          f"{record['num_examples']} examples to {args.out}")
+
+
+def _score_table(record: dict) -> str:
+    rows = [f"{record['normalize']}-normalised importance (rows: layers, columns: heads)"]
+    for index, row in enumerate(record["scores"]):
+        label = "shared" if record["shared_across_layers"] else f"L{index:<3d}"
+        rows.append(f"{label:>6} " + " ".join(f"{value:6.3f}" for value in row))
+    return "\n".join(rows)
+
+
+def _evaluate(args) -> None:
+    from headcount.io import write_json
+    from headcount.pipeline import evaluate_job
+
+    record = evaluate_job(args.model, _data_options(args), device=args.device,
+                          progress=not args.quiet)
+    if args.out:
+        write_json(args.out, record)
+    metrics = ", ".join(f"{name}={value:.4f}" for name, value in record["metrics"].items())
+    print(f"{record['task']} {record['split']} ({record['num_examples']} examples): {metrics}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headcount",
+        description="Measure, prune and study the importance of attention heads.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    importance = commands.add_parser(
+        "importance", help="head importance (Michel et al.) of a model on a task",
+        description="Exact per-example head importance I[l,h] = mean |dL/dxi[l,h]|.",
+    )
+    _add_data_options(importance, default_split="train")
+    importance.add_argument("--normalize", default="l1",
+                            help=f"per-layer normalisation: {', '.join(NORMALIZATIONS)}")
+    importance.add_argument("--out", required=True, help="scores.json to write")
+    importance.set_defaults(run=_importance)
+
+    evaluate = commands.add_parser("evaluate", help="the task's metric(s) of a model")
+    _add_data_options(evaluate, default_split="dev")
+    evaluate.add_argument("--out", help="also write the metrics as JSON")
+    evaluate.set_defaults(run=_evaluate)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"headcount: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        args.run(args)
+    except HeadcountError as error:
+        print(f"headcount: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("headcount: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

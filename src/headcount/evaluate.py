@@ -1,0 +1,69 @@
+"""Score a model (optionally with heads gated off) on a task with the task's own metric."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from headcount.forward import task_outputs
+from headcount.tasks.metrics import MAIN_METRIC, compute_metrics
+
+# Metric used when a task does not fix one (local files).
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson_spearman",
+                  "mlm": "recall@1"}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]  # e.g. {"accuracy": .., "f1": .., "accuracy_f1": ..}
+    main: str                  # key of the headline number in `metrics`
+    mean_loss: float
+    num_examples: int
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.main]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    kind: str,
+    metric: str | None = None,
+    *,
+    progress: bool = False,
+    total: int | None = None,
+) -> Evaluation:
+    """Metric(s) of `model` over `batches`; masked LM gives recall@1 over masked positions.
+
+    Example:
+        >>> result = evaluate(model, data.batches(64), data.kind, task.metric)
+        >>> result.metrics
+        {'accuracy': 0.91}
+    """
+    metric = metric or DEFAULT_METRIC[kind]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions, references = [], []
+    total_loss, count = 0.0, 0
+    try:
+        for batch in tqdm(batches, total=total, disable=not progress, desc="evaluate",
+                          unit="batch"):
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            outputs = task_outputs(model, batch, kind)
+            predictions.append(outputs.predictions.cpu())
+            references.append(outputs.references.cpu())
+            total_loss += float(outputs.losses.sum())
+            count += outputs.losses.shape[0]
+    finally:
+        model.train(was_training)
+    metrics = compute_metrics(
+        metric, torch.cat(predictions).numpy(), torch.cat(references).numpy()
+    )
+    return Evaluation(metrics, MAIN_METRIC[metric], total_loss / max(count, 1), count)

@@ -1,0 +1,72 @@
+"""One forward pass of a task: each example's own loss, and predictions for the metric.
+
+Per-example losses (not their batch mean) are what make exact per-example importance
+possible: with one gate per example, the gradient of their sum w.r.t. example b's gate is
+∂L(x_b)/∂ξ_b. The losses are the tasks' own: cross-entropy for classification, squared
+error for regression (STS-B), and for masked LM the mean cross-entropy over the example's
+masked positions, with vocabulary logits computed at the masked positions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from headcount.arch import encoder_of, mlm_head
+from headcount.errors import UnsupportedModelError
+from headcount.tasks.mlm import IGNORE_INDEX
+from headcount.tasks.registry import CLASSIFICATION, MLM, REGRESSION
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class TaskOutputs:
+    losses: torch.Tensor       # [batch] one loss per example
+    predictions: torch.Tensor  # [batch] (class id / value) or [masked positions] for MLM
+    references: torch.Tensor   # same shape as predictions
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: batch[name] for name in _MODEL_INPUTS if name in batch}
+
+
+def masked_lm_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutputs:
+    head = mlm_head(model)
+    if head is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no masked-LM head; load it with AutoModelForMaskedLM"
+        )
+    hidden = encoder_of(model)(**_inputs(batch)).last_hidden_state  # [batch, seq, hidden]
+    labels = batch["labels"]  # [batch, seq], IGNORE_INDEX where not masked
+    positions = labels != IGNORE_INDEX
+    logits = head(hidden[positions])  # [masked, vocab]: the projection runs only here
+    targets = labels[positions]  # [masked]
+    token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    example_of_token = positions.nonzero()[:, 0]  # [masked] example index of each position
+    batch_size = labels.shape[0]
+    sums = torch.zeros(batch_size, device=labels.device).index_add(0, example_of_token, token_losses)
+    counts = positions.sum(dim=1).clamp(min=1)
+    return TaskOutputs(sums / counts, logits.argmax(dim=-1), targets)
+
+
+def sequence_outputs(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> TaskOutputs:
+    logits = model(**_inputs(batch)).logits.float()  # [batch, num_labels]
+    labels = batch["labels"]
+    if kind == REGRESSION:
+        values = logits.squeeze(-1)
+        return TaskOutputs((values - labels.float()) ** 2, values, labels.float())
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    return TaskOutputs(losses, logits.argmax(dim=-1), labels)
+
+
+def task_outputs(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> TaskOutputs:
+    """Per-example losses and predictions of `model` on a batch of a task of `kind`."""
+    if kind == MLM:
+        return masked_lm_outputs(model, batch)
+    if kind in (CLASSIFICATION, REGRESSION):
+        return sequence_outputs(model, batch, kind)
+    raise ValueError(f"unknown task kind {kind!r}")

@@ -1,0 +1,60 @@
+"""Atomic output files and the provenance recorded with every result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from headcount.errors import HeadcountError
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never
+    half of it: write a temporary file beside it, fsync, then rename over the target."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise HeadcountError(f"output directory does not exist: {path.parent}")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    return write_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _git_hash() -> str | None:
+    """Commit of the headcount source tree, when it runs from a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def versions() -> dict[str, str | None]:
+    import torch
+    import transformers
+
+    from headcount import __version__
+
+    return {
+        "headcount": __version__,
+        "headcount_git": _git_hash(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }

@@ -1,0 +1,141 @@
+"""Load a checkpoint (local directory or hub name) with the head a task needs."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headcount.arch import family_of
+from headcount.errors import HeadcountError, UnsupportedModelError
+from headcount.tasks.registry import MLM
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    # Set when the task head was not in the checkpoint and was initialised at random.
+    new_head: bool
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' load reports and progress bars off the terminal; headcount
+    reports what matters (a missing head) itself."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise HeadcountError(f"Unknown device '{device}'. Use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise HeadcountError(f"device '{device}' requested but CUDA is not available")
+    return resolved
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id ('org/name' or 'name')."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def load_config(name_or_path: str):
+    """The checkpoint's config, with clear errors for a missing directory, a hub name that
+    cannot be reached, and an unsupported architecture."""
+    from transformers import AutoConfig
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and _looks_local(name_or_path):
+        raise HeadcountError(f"model directory not found: {name_or_path}")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise HeadcountError(f"{name_or_path} is not a checkpoint: it has no config.json")
+    try:
+        config = AutoConfig.from_pretrained(str(path) if path.exists() else name_or_path)
+    except (OSError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if path.exists():
+            raise HeadcountError(f"could not read the config of {name_or_path}: {first_line}") \
+                from None
+        raise HeadcountError(
+            f"could not load model '{name_or_path}': no such local directory, and the hub "
+            f"failed ({first_line}); pass a local checkpoint directory when offline"
+        ) from None
+    family_of(config)  # refuse unsupported architectures before loading any weights
+    return config
+
+
+def load_model(
+    name_or_path: str,
+    kind: str,
+    *,
+    num_labels: int | None = None,
+    device: str | torch.device | None = None,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Model with a masked-LM head (`kind="mlm"`) or a sequence-classification/regression
+    head, and its tokenizer.
+
+    A checkpoint without a classifier gets a new random head (a warning says so), sized
+    `num_labels` when given. A checkpoint without an MLM head is refused for masked LM.
+
+    Example:
+        >>> loaded = load_model("roberta-large", "mlm")
+        >>> loaded.model.config.num_hidden_layers
+        24
+    """
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    quiet_transformers()
+    config = load_config(name_or_path)
+    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() \
+        else name_or_path
+    options = {"output_loading_info": True}
+    if attn_implementation:
+        options["attn_implementation"] = attn_implementation
+    prefix_of = lambda model: model.base_model_prefix + "."  # noqa: E731
+    if kind == MLM:
+        model, info = AutoModelForMaskedLM.from_pretrained(source, **options)
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith(prefix_of(model)))
+        if missing:
+            raise UnsupportedModelError(
+                f"{name_or_path} has no masked-LM head (missing weights: "
+                f"{', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                "masked LM needs a checkpoint with one"
+            )
+        new_head = False
+    else:
+        model, info = AutoModelForSequenceClassification.from_pretrained(source, **options)
+        missing = [k for k in info["missing_keys"] if not k.startswith(prefix_of(model))]
+        new_head = bool(missing)
+        if new_head and num_labels is not None and num_labels != config.num_labels:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, **{**options, "output_loading_info": False}
+            )
+        if new_head:
+            warnings.warn(
+                f"{name_or_path} has no trained classification head: a random one with "
+                f"{model.config.num_labels} outputs was added, so scores reflect an "
+                "untrained head",
+                stacklevel=2,
+            )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as error:
+        raise HeadcountError(f"could not load the tokenizer of {name_or_path}: {error}") from None
+    model.to(resolve_device(device) if not isinstance(device, torch.device) else device)
+    model.eval()
+    return LoadedModel(model, tokenizer, new_head)

@@ -1,0 +1,121 @@
+"""Whole jobs, from a model name and a task spec to a result record (what the CLI runs)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from headcount.data import EncodedData, prepare_data
+from headcount.evaluate import evaluate
+from headcount.arch import head_layout
+from headcount.importance import check_normalization, head_importance
+from headcount.errors import ConfigError
+from headcount.io import versions
+from headcount.models import LoadedModel, load_model
+from headcount.tasks.registry import Task, resolve_task
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which examples of a task to use, and how to tokenise and batch them."""
+
+    task: str
+    data_dir: str | None = None
+    split: str = "train"
+    max_examples: int | None = None
+    fraction: float | None = None
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+
+    def resolve(self) -> Task:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size} must be at least 1")
+        return resolve_task(
+            self.task, data_dir=self.data_dir, text_column=self.text_column,
+            text_pair_column=self.text_pair_column, label_column=self.label_column,
+        )
+
+
+def load_for_task(model: str, task: Task, *, device=None, seed: int = 0) -> LoadedModel:
+    num_labels = len(task.label_names) or (1 if task.kind == "regression" else None)
+    # A checkpoint without a task head gets a random one: seed it so runs are reproducible.
+    torch.manual_seed(seed)
+    return load_model(model, task.kind or "classification", num_labels=num_labels,
+                      device=device)
+
+
+def _prepare(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedData:
+    return prepare_data(
+        task, loaded.tokenizer, loaded.model.config, split=options.split,
+        max_length=options.max_length, fraction=options.fraction,
+        max_examples=options.max_examples, seed=options.seed,
+    )
+
+
+def _record(model: str, options: DataOptions, data: EncodedData) -> dict:
+    return {
+        "model": model,
+        "task": options.task,
+        "split": options.split,
+        "num_examples": len(data),
+        "label_mapping": data.label_mapping,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("task", "split")},
+    }
+
+
+def importance_job(
+    model: str, options: DataOptions, *, normalize_method: str = "l1", device=None,
+    progress: bool = False,
+) -> dict:
+    """Load, estimate importance, normalise; the `scores.json` record.
+
+    Example:
+        >>> record = importance_job("path/to/ckpt", DataOptions("sst2", data_dir=glue))
+        >>> record["scores"][0]  # layer 0, l1-normalised
+    """
+    check_normalization(normalize_method)  # fail before loading anything
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    data = _prepare(loaded, task, options)
+    result = head_importance(
+        loaded.model, data.batches(options.batch_size), data.kind, progress=progress,
+        total=data.num_batches(options.batch_size),
+    )
+    layers, heads = result.raw.shape
+    return {
+        **_record(model, options, data),
+        "normalize": normalize_method,
+        "shared_across_layers": result.shared,
+        "layers": layers,
+        "heads": heads,
+        "num_layer_applications": head_layout(loaded.model).num_layers,
+        "mean_loss": result.mean_loss,
+        "new_head": loaded.new_head,
+        "raw_scores": result.raw.tolist(),
+        "scores": result.normalized(normalize_method).tolist(),
+        "versions": versions(),
+    }
+
+
+def evaluate_job(model: str, options: DataOptions, *, device=None, progress: bool = False) -> dict:
+    """Load and score a model on a task split; the metrics record."""
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    data = _prepare(loaded, task, options)
+    result = evaluate(
+        loaded.model, data.batches(options.batch_size), data.kind, task.metric,
+        progress=progress, total=data.num_batches(options.batch_size),
+    )
+    return {
+        **_record(model, options, data),
+        "metrics": result.metrics,
+        "main_metric": result.main,
+        "mean_loss": result.mean_loss,
+        "new_head": loaded.new_head,
+        "versions": versions(),
+    }
