@@ -6,7 +6,6 @@ User mistakes (HeadcountError) are one line on stderr and exit status 2, no trac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 

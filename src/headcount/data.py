@@ -37,7 +37,9 @@ class EncodedData:
         return len(self.input_ids)
 
     def select(self, indices: list[int]) -> EncodedData:
-        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
+        def pick(values):
+            return None if values is None else [values[i] for i in indices]
+
         return EncodedData(
             self.kind, pick(self.input_ids), pick(self.token_type_ids), pick(self.labels),
             self.pad_token_id, self.label_mapping,

@@ -30,6 +30,11 @@ class TaskOutputs:
     references: torch.Tensor   # same shape as predictions
 
 
+def _full_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits are upcast for the loss; float64 stays float64."""
+    return logits.float() if logits.element_size() < 4 else logits
+
+
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: batch[name] for name in _MODEL_INPUTS if name in batch}
 
@@ -45,20 +50,22 @@ def masked_lm_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskO
     positions = labels != IGNORE_INDEX
     logits = head(hidden[positions])  # [masked, vocab]: the projection runs only here
     targets = labels[positions]  # [masked]
-    token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    token_losses = F.cross_entropy(_full_precision(logits), targets, reduction="none")
     example_of_token = positions.nonzero()[:, 0]  # [masked] example index of each position
     batch_size = labels.shape[0]
-    sums = torch.zeros(batch_size, device=labels.device).index_add(0, example_of_token, token_losses)
+    sums = torch.zeros(batch_size, device=labels.device, dtype=token_losses.dtype)
+    sums = sums.index_add(0, example_of_token, token_losses)
     counts = positions.sum(dim=1).clamp(min=1)
     return TaskOutputs(sums / counts, logits.argmax(dim=-1), targets)
 
 
 def sequence_outputs(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> TaskOutputs:
-    logits = model(**_inputs(batch)).logits.float()  # [batch, num_labels]
+    logits = _full_precision(model(**_inputs(batch)).logits)  # [batch, num_labels]
     labels = batch["labels"]
     if kind == REGRESSION:
         values = logits.squeeze(-1)
-        return TaskOutputs((values - labels.float()) ** 2, values, labels.float())
+        targets = labels.to(values.dtype)
+        return TaskOutputs((values - targets) ** 2, values, targets)
     losses = F.cross_entropy(logits, labels, reduction="none")
     return TaskOutputs(losses, logits.argmax(dim=-1), labels)
 

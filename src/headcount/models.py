@@ -46,7 +46,9 @@ def resolve_device(device: str | None) -> torch.device:
 
 def _looks_local(name: str) -> bool:
     """A path rather than a hub id ('org/name' or 'name')."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (
+        os.sep != "/" and os.sep in name
+    )
 
 
 def load_config(name_or_path: str):
@@ -72,6 +74,11 @@ def load_config(name_or_path: str):
         ) from None
     family_of(config)  # refuse unsupported architectures before loading any weights
     return config
+
+
+def _head_keys(keys, model) -> list[str]:
+    """The keys among `keys` that belong to the task head, not to the encoder."""
+    return [key for key in keys if not key.startswith(model.base_model_prefix + ".")]
 
 
 def load_model(
@@ -106,10 +113,9 @@ def load_model(
     options = {"output_loading_info": True}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation
-    prefix_of = lambda model: model.base_model_prefix + "."  # noqa: E731
     if kind == MLM:
         model, info = AutoModelForMaskedLM.from_pretrained(source, **options)
-        missing = sorted(k for k in info["missing_keys"] if not k.startswith(prefix_of(model)))
+        missing = sorted(_head_keys(info["missing_keys"], model))
         if missing:
             raise UnsupportedModelError(
                 f"{name_or_path} has no masked-LM head (missing weights: "
@@ -119,7 +125,7 @@ def load_model(
         new_head = False
     else:
         model, info = AutoModelForSequenceClassification.from_pretrained(source, **options)
-        missing = [k for k in info["missing_keys"] if not k.startswith(prefix_of(model))]
+        missing = _head_keys(info["missing_keys"], model)
         new_head = bool(missing)
         if new_head and num_labels is not None and num_labels != config.num_labels:
             model = AutoModelForSequenceClassification.from_pretrained(

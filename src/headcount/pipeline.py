@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from headcount.data import EncodedData, prepare_data
-from headcount.evaluate import evaluate
 from headcount.arch import head_layout
-from headcount.importance import check_normalization, head_importance
+from headcount.data import EncodedData, prepare_data
 from headcount.errors import ConfigError
+from headcount.evaluate import evaluate
+from headcount.importance import check_normalization, head_importance
 from headcount.io import versions
 from headcount.models import LoadedModel, load_model
 from headcount.tasks.registry import Task, resolve_task

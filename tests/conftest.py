@@ -1,0 +1,133 @@
+"""Tiny random models of every supported architecture, a tiny tokenizer, saved checkpoints.
+
+Nothing here downloads: models are built from configs with a fixed seed, the tokenizer from
+a word list. `initializer_range` is large so that gating a head visibly changes outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AlbertConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertTokenizerFast,
+    DistilBertConfig,
+    ElectraConfig,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
+
+from headcount.models import quiet_transformers
+
+quiet_transformers()
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
+WIKITEXT_DIR = REPO.parent / "shared" / "data" / "wikitext-2"
+
+VOCAB_SIZE = 128
+WORDS = (
+    "the a an is was be to of and in it that this movie film good bad great terrible not "
+    "very really story acting fun boring love hate one two man woman dog cat sat on mat "
+    "what who why how where question answer yes no same different play plays played"
+).split()
+
+COMMON = dict(vocab_size=VOCAB_SIZE, initializer_range=0.3, pad_token_id=0)
+BERT_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64)
+
+
+def make_config(family: str, **overrides):
+    """Tiny config of a family: 2 layers (3 applications for ALBERT) x 4 heads, width 32."""
+    if family == "bert":
+        config = BertConfig(**COMMON, **BERT_SHAPE)
+    elif family == "roberta":
+        config = RobertaConfig(**COMMON, **BERT_SHAPE, type_vocab_size=1)
+    elif family == "xlm-roberta":
+        config = XLMRobertaConfig(**COMMON, **BERT_SHAPE, type_vocab_size=1)
+    elif family == "electra":
+        config = ElectraConfig(**COMMON, **BERT_SHAPE, embedding_size=24)
+    elif family == "distilbert":
+        config = DistilBertConfig(**COMMON, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                  max_position_embeddings=64)
+    elif family == "albert":
+        config = AlbertConfig(**COMMON, embedding_size=24, hidden_size=32, num_hidden_layers=3,
+                              num_attention_heads=4, intermediate_size=37,
+                              max_position_embeddings=64, hidden_act="gelu")
+    else:
+        raise ValueError(family)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert")
+
+
+def make_model(family: str, *, head: str = "classification", attn: str = "sdpa",
+               num_labels: int = 2, dtype=torch.float32, seed: int = 0):
+    """Tiny random model in eval mode; head is 'classification' or 'mlm'."""
+    torch.manual_seed(seed)
+    config = make_config(family, num_labels=num_labels)
+    cls = AutoModelForMaskedLM if head == "mlm" else AutoModelForSequenceClassification
+    model = cls.from_config(config, attn_implementation=attn)
+    return model.to(dtype).eval()
+
+
+def random_batch(model, batch_size: int = 3, seq_len: int = 9, *, seed: int = 1,
+                 pad_last: int = 3) -> dict[str, torch.Tensor]:
+    """Random token ids with the last example padded by `pad_last` positions."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB_SIZE, (batch_size, seq_len), generator=generator)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+    if pad_last:
+        mask[-1, -pad_last:] = 0
+        ids[-1, -pad_last:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def write_tokenizer(directory: Path) -> BertTokenizerFast:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    vocab += [c for c in "abcdefghijklmnopqrstuvwxyz.,!?'0123456789"]
+    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    assert len(vocab) <= VOCAB_SIZE
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def save_checkpoint(directory: Path, family: str = "bert", *, head: str = "classification",
+                    num_labels: int = 2, seed: int = 0) -> Path:
+    """A loadable checkpoint directory (weights, config, tokenizer) of a tiny model."""
+    model = make_model(family, head=head, num_labels=num_labels, seed=seed)
+    model.save_pretrained(directory)
+    write_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Saved tiny BERT checkpoints: 2-label classifier, regression, 3-label, masked LM."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "cls2": save_checkpoint(root / "cls2"),
+        "cls3": save_checkpoint(root / "cls3", num_labels=3),
+        "regression": save_checkpoint(root / "regression", num_labels=1),
+        "mlm": save_checkpoint(root / "mlm", head="mlm"),
+        "albert-mlm": save_checkpoint(root / "albert-mlm", "albert", head="mlm"),
+        "albert-cls2": save_checkpoint(root / "albert-cls2", "albert"),
+    }
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"shared GLUE data not found at {GLUE_DIR}")
+    return GLUE_DIR
