@@ -86,6 +86,14 @@ def _evaluate(args) -> None:
     print(f"{record['task']} {record['split']} ({record['num_examples']} examples): {metrics}")
 
 
+def _demo(args) -> None:
+    from headcount.demo import format_summary, run_demo
+
+    record = run_demo(args.glue_dir, args.out, train_examples=args.train_examples,
+                      seed=args.seed, progress=not args.quiet)
+    print(format_summary(record, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headcount",
@@ -107,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate, default_split="dev")
     evaluate.add_argument("--out", help="also write the metrics as JSON")
     evaluate.set_defaults(run=_evaluate)
+
+    from headcount.demo import add_arguments
+
+    demo = commands.add_parser(
+        "demo", help="offline demo: real MiniLM weights and SST-2 sentences, on CPU",
+    )
+    add_arguments(demo)
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -116,7 +132,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning
+    previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         args.run(args)
     except HeadcountError as error:
@@ -125,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headcount: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
     return 0
 
 
