@@ -97,8 +97,10 @@ def write_tokenizer(directory: Path) -> BertTokenizerFast:
     vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
     assert len(vocab) <= VOCAB_SIZE
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")  # for the slow tokenizer
+    # transformers 5 ignores vocab_file= here: pass the vocabulary itself.
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)},
+                                  do_lower_case=True)
     tokenizer.save_pretrained(directory)
     return tokenizer
 
@@ -110,6 +112,15 @@ def save_checkpoint(directory: Path, family: str = "bert", *, head: str = "class
     model.save_pretrained(directory)
     write_tokenizer(directory)
     return directory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models: thread start-up and contention cost more than they save (10x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

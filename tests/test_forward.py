@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_model, random_batch
 from torch.testing import assert_close
 
-from conftest import make_model, random_batch
 from headcount.errors import UnsupportedModelError
 from headcount.forward import task_outputs
 from headcount.tasks.mlm import IGNORE_INDEX

@@ -52,9 +52,10 @@ def _data_options(args):
 
 
 def _importance(args) -> None:
-    from headcount.io import write_json
+    from headcount.io import check_output_path, write_json
     from headcount.pipeline import importance_job
 
+    check_output_path(args.out)
     record = importance_job(
         args.model, _data_options(args), normalize_method=args.normalize, device=args.device,
         progress=not args.quiet,
@@ -75,9 +76,11 @@ def _score_table(record: dict) -> str:
 
 
 def _evaluate(args) -> None:
-    from headcount.io import write_json
+    from headcount.io import check_output_path, write_json
     from headcount.pipeline import evaluate_job
 
+    if args.out:
+        check_output_path(args.out)
     record = evaluate_job(args.model, _data_options(args), device=args.device,
                           progress=not args.quiet)
     if args.out:

@@ -11,14 +11,30 @@ from pathlib import Path
 from headcount.errors import HeadcountError
 
 
+def check_output_path(path: str | Path) -> Path:
+    """Refuse an output path that cannot be written, before any long computation."""
+    path = Path(path)
+    if path.is_dir():
+        raise HeadcountError(f"--out {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise HeadcountError(f"output directory does not exist: {path.parent}")
+    return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` so that readers see the old file or the whole new one, never
     half of it: write a temporary file beside it, fsync, then rename over the target."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise HeadcountError(f"output directory does not exist: {path.parent}")
+    path = check_output_path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()

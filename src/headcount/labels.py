@@ -7,6 +7,7 @@ are the task's label names, labels are mapped by name; otherwise the task's orde
 
 from __future__ import annotations
 
+import math
 import re
 
 from headcount.errors import DataError
@@ -47,16 +48,25 @@ def _as_int(value) -> int | None:
     return None
 
 
+def _class_key(value) -> int | str:
+    """A raw class label as an int when it spells one, else as a normalised name."""
+    as_int = _as_int(value)
+    return as_int if as_int is not None else _normalise(value)
+
+
 def _regression_labels(task: Task, raw: list) -> list[float]:
     labels = []
     for value in raw:
         try:
-            labels.append(float(value))
+            number = float(value)
         except (TypeError, ValueError):
             raise DataError(
                 f"label {value!r} of {task.name} is not a number, but the model has a "
                 "one-output (regression) head"
             ) from None
+        if not math.isfinite(number):
+            raise DataError(f"label {value!r} of {task.name} is not a finite number")
+        labels.append(number)
     return labels
 
 
@@ -87,24 +97,25 @@ def map_labels(task: Task, raw: list, config) -> tuple[list[int] | list[float], 
             to_model = [named[_normalise(n)] for n in task.label_names]
             return [to_model[label] for label in raw], "by name (model id2label)"
         return list(raw), "canonical GLUE order"
-    values = sorted(set(raw), key=str)
+    # One class per canonical spelling: ' 0' is 0, 'Positive' is 'positive'.
+    keys = [_class_key(value) for value in raw]
+    values = sorted(set(keys), key=str)
     if len(values) > num_labels:
         shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
         raise DataError(
             f"{task.name} has {len(values)} label values ({shown}) but the model's "
             f"classification head has {num_labels} labels"
         )
-    if named and all(_normalise(v) in named for v in values):
-        return [named[_normalise(v)] for v in raw], "by name (model id2label)"
-    as_ints = [_as_int(v) for v in values]
-    if all(i is not None for i in as_ints):
-        bad = [i for i in as_ints if not 0 <= i < num_labels]
+    if named and all(str(v) in named for v in values):
+        return [named[str(k)] for k in keys], "by name (model id2label)"
+    if all(isinstance(v, int) for v in values):
+        bad = [v for v in values if not 0 <= v < num_labels]
         if bad:
             raise DataError(
                 f"{task.name} has label ids {bad} outside 0..{num_labels - 1} "
                 f"(the model's classification head has {num_labels} labels)"
             )
-        return [_as_int(v) for v in raw], "integer ids"
+        return keys, "integer ids"
     index = {value: i for i, value in enumerate(values)}
     order = ", ".join(f"{v}={i}" for v, i in index.items())
-    return [index[v] for v in raw], f"sorted label values ({order})"
+    return [index[k] for k in keys], f"sorted label values ({order})"

@@ -14,6 +14,10 @@ from headcount.arch import family_of
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.tasks.registry import MLM
 
+# Any of these in a checkpoint directory means it carries a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                   "spiece.model", "sentencepiece.bpe.model")
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -59,6 +63,8 @@ def load_config(name_or_path: str):
     path = Path(name_or_path).expanduser()
     if not path.exists() and _looks_local(name_or_path):
         raise HeadcountError(f"model directory not found: {name_or_path}")
+    if path.is_file():
+        raise HeadcountError(f"{name_or_path} is a file; MODEL must be a checkpoint directory")
     if path.is_dir() and not (path / "config.json").exists():
         raise HeadcountError(f"{name_or_path} is not a checkpoint: it has no config.json")
     try:
@@ -100,19 +106,40 @@ def load_model(
         >>> loaded.model.config.num_hidden_layers
         24
     """
-    from transformers import (
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from transformers import AutoTokenizer
 
     quiet_transformers()
+    target = device if isinstance(device, torch.device) else resolve_device(device)
     config = load_config(name_or_path)
     source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() \
         else name_or_path
     options = {"output_loading_info": True}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation
+    local = Path(source).is_dir()
+    if local and not any((Path(source) / name).exists() for name in TOKENIZER_FILES):
+        raise HeadcountError(
+            f"{name_or_path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
+        )
+    try:
+        model, info, new_head = _load_with_head(source, name_or_path, kind, config, num_labels,
+                                                options)
+    except OSError as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise HeadcountError(f"could not load the weights of {name_or_path}: {first_line}") \
+            from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as error:
+        raise HeadcountError(f"could not load the tokenizer of {name_or_path}: {error}") from None
+    model.to(target)
+    model.eval()
+    return LoadedModel(model, tokenizer, new_head)
+
+
+def _load_with_head(source, name_or_path, kind, config, num_labels, options):
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
     if kind == MLM:
         model, info = AutoModelForMaskedLM.from_pretrained(source, **options)
         missing = sorted(_head_keys(info["missing_keys"], model))
@@ -136,12 +163,6 @@ def load_model(
                 f"{name_or_path} has no trained classification head: a random one with "
                 f"{model.config.num_labels} outputs was added, so scores reflect an "
                 "untrained head",
-                stacklevel=2,
+                stacklevel=4,
             )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
-        raise HeadcountError(f"could not load the tokenizer of {name_or_path}: {error}") from None
-    model.to(resolve_device(device) if not isinstance(device, torch.device) else device)
-    model.eval()
-    return LoadedModel(model, tokenizer, new_head)
+    return model, info, new_head

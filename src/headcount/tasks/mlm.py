@@ -66,21 +66,32 @@ def read_documents(path: str | Path) -> list[str]:
     return documents
 
 
+def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after one text ([CLS] / [SEP], <s> / </s>).
+
+    Read off a real encoding, because transformers 5 fast tokenizers no longer offer
+    `build_inputs_with_special_tokens`.
+    """
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(framed) - len(plain) + 1):
+        if framed[start:start + len(plain)] == plain:
+            return framed[:start], framed[start + len(plain):]
+    raise DataError("cannot tell where the tokenizer puts its special tokens")
+
+
 def make_blocks(tokenizer, documents: list[str], max_length: int) -> list[list[int]]:
     """Token-id blocks of exactly `max_length` tokens (the last may be shorter), with the
     tokenizer's special tokens around each ([CLS] … [SEP] or <s> … </s>)."""
-    special = tokenizer.num_special_tokens_to_add(pair=False)
-    body = max_length - special
+    prefix, suffix = special_token_frame(tokenizer)
+    body = max_length - len(prefix) - len(suffix)
     if body < 1:
         raise DataError(f"--max-length {max_length} leaves no room for text in a block")
     encoded = tokenizer(documents, add_special_tokens=False, return_attention_mask=False)
     stream = [token for ids in encoded["input_ids"] for token in ids]
     if not stream:
         raise DataError("the masked-LM text tokenises to nothing")
-    return [
-        tokenizer.build_inputs_with_special_tokens(stream[start:start + body])
-        for start in range(0, len(stream), body)
-    ]
+    return [prefix + stream[start:start + body] + suffix for start in range(0, len(stream), body)]
 
 
 def mask_block(
