@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from headcount.forward import task_outputs
+from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.tasks.metrics import MAIN_METRIC, compute_metrics
 
 # Metric used when a task does not fix one (local files).
@@ -48,21 +47,16 @@ def evaluate(
     """
     metric = metric or DEFAULT_METRIC[kind]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     predictions, references = [], []
     total_loss, count = 0.0, 0
-    try:
-        for batch in tqdm(batches, total=total, disable=not progress, desc="evaluate",
-                          unit="batch"):
-            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    with eval_mode(model):
+        for batch in batches_on_device(batches, device, desc="evaluate", progress=progress,
+                                       total=total):
             outputs = task_outputs(model, batch, kind)
             predictions.append(outputs.predictions.cpu())
             references.append(outputs.references.cpu())
             total_loss += float(outputs.losses.sum())
             count += outputs.losses.shape[0]
-    finally:
-        model.train(was_training)
     metrics = compute_metrics(
         metric, torch.cat(predictions).numpy(), torch.cat(references).numpy()
     )

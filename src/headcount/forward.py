@@ -9,11 +9,14 @@ masked positions, with vocabulary logits computed at the masked positions only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from headcount.arch import encoder_of, mlm_head
 from headcount.errors import UnsupportedModelError
@@ -77,3 +80,24 @@ def task_outputs(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) ->
     if kind in (CLASSIFICATION, REGRESSION):
         return sequence_outputs(model, batch, kind)
     raise ValueError(f"unknown task kind {kind!r}")
+
+
+def batches_on_device(
+    batches: Iterable[dict[str, torch.Tensor]], device: torch.device, *, desc: str,
+    progress: bool = False, total: int | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches moved to `device`, with a progress bar when asked."""
+    for batch in tqdm(batches, total=total, disable=not progress, desc=desc, unit="batch"):
+        yield {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Dropout off for the block (gradients and metrics of the deterministic model); the
+    model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from headcount.arch import head_layout
 from headcount.errors import ConfigError
-from headcount.forward import task_outputs
+from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
 
 NORMALIZATIONS = ("l1", "l2", "none")
@@ -106,26 +105,22 @@ def head_importance(
     device = next(model.parameters()).device
     gate_shape = (layout.num_heads,) if shared else (layout.num_layers, layout.num_heads)
     total_abs = torch.zeros(gate_shape, dtype=torch.float64, device=device)
-    total_loss = 0.0
+    # Sums stay on the device: no host synchronisation per batch.
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    was_training = model.training
-    model.eval()  # dropout off: gradients of the deterministic model
-    try:
-        with frozen_parameters(model):
-            for batch in tqdm(batches, total=total, disable=not progress, desc="importance",
-                              unit="batch"):
-                batch = {name: tensor.to(device) for name, tensor in batch.items()}
-                size = batch["input_ids"].shape[0]
-                gate = torch.ones((size, *gate_shape), device=device, requires_grad=True)
-                with gate_heads(model, gate, shared=shared):
-                    losses = task_outputs(model, batch, kind).losses  # [batch]
-                (gradient,) = torch.autograd.grad(losses.sum(), gate)
-                total_abs += gradient.abs().sum(dim=0, dtype=torch.float64)
-                total_loss += float(losses.detach().sum())
-                count += size
-    finally:
-        model.train(was_training)
+    with eval_mode(model), frozen_parameters(model):
+        for batch in batches_on_device(batches, device, desc="importance", progress=progress,
+                                       total=total):
+            size = batch["input_ids"].shape[0]
+            gate = torch.ones((size, *gate_shape), device=device, requires_grad=True)
+            with gate_heads(model, gate, shared=shared):
+                losses = task_outputs(model, batch, kind).losses  # [batch]
+            (gradient,) = torch.autograd.grad(losses.sum(), gate)
+            total_abs += gradient.abs().sum(dim=0, dtype=torch.float64)
+            total_loss += losses.detach().sum(dtype=torch.float64)
+            count += size
     if count == 0:
         raise ConfigError("no batches to estimate importance on")
     raw = (total_abs / count).float().cpu()
-    return Importance(raw.reshape(1, -1) if shared else raw, count, total_loss / count, shared)
+    mean_loss = float(total_loss) / count
+    return Importance(raw.reshape(1, -1) if shared else raw, count, mean_loss, shared)
