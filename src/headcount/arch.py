@@ -19,12 +19,35 @@ from headcount.errors import UnsupportedModelError
 
 @dataclass(frozen=True)
 class AttentionBlock:
-    """The projections of one attention block; `output` is gated, q/k/v are pruned with it."""
+    """The projections of one attention block; `output` is gated, q/k/v are pruned with it.
 
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    output: nn.Linear
+    `attention` owns the query/key/value projections (BERT: `attention.self`), `output_owner`
+    owns the output projection; `names` are their attribute names, so that physical removal
+    can put smaller layers in their place.
+    """
+
+    attention: nn.Module
+    output_owner: nn.Module
+    names: tuple[str, str, str, str]  # query, key, value, output
+    # (parent module, attribute) of `attention`, to swap it for a stand-in when every head
+    # of the layer is removed
+    slot: tuple[nn.Module, str]
+
+    @property
+    def query(self) -> nn.Linear:
+        return getattr(self.attention, self.names[0])
+
+    @property
+    def key(self) -> nn.Linear:
+        return getattr(self.attention, self.names[1])
+
+    @property
+    def value(self) -> nn.Linear:
+        return getattr(self.attention, self.names[2])
+
+    @property
+    def output(self) -> nn.Linear:
+        return getattr(self.output_owner, self.names[3])
 
 
 @dataclass(frozen=True)
@@ -44,22 +67,23 @@ class Family:
 
 
 def _bert_like_blocks(encoder: nn.Module) -> list[AttentionBlock]:
-    blocks = []
-    for layer in encoder.encoder.layer:
-        attention = layer.attention
-        blocks.append(
-            AttentionBlock(
-                attention.self.query, attention.self.key, attention.self.value,
-                attention.output.dense,
-            )
+    return [
+        AttentionBlock(
+            layer.attention.self, layer.attention.output, ("query", "key", "value", "dense"),
+            (layer.attention, "self"),
         )
-    return blocks
+        for layer in encoder.encoder.layer
+    ]
 
 
 def _distilbert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
+    # DistilBERT's attention module holds its output projection too.
     return [
-        AttentionBlock(a.q_lin, a.k_lin, a.v_lin, a.out_lin)
-        for a in (layer.attention for layer in encoder.transformer.layer)
+        AttentionBlock(
+            layer.attention, layer.attention, ("q_lin", "k_lin", "v_lin", "out_lin"),
+            (layer, "attention"),
+        )
+        for layer in encoder.transformer.layer
     ]
 
 
@@ -73,8 +97,13 @@ def _albert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
             f"inner_group_num={len(groups[0].albert_layers)} is not supported; "
             "only the released layout (1 group, 1 shared layer) is"
         )
-    a = groups[0].albert_layers[0].attention
-    return [AttentionBlock(a.query, a.key, a.value, a.dense)]
+    layer = groups[0].albert_layers[0]
+    return [
+        AttentionBlock(
+            layer.attention, layer.attention, ("query", "key", "value", "dense"),
+            (layer, "attention"),
+        )
+    ]
 
 
 def _head(attribute: str):
@@ -128,12 +157,19 @@ def family_of(config) -> Family:
     return FAMILIES[model_type]
 
 
+# Config attribute that records which heads a physically pruned model still has.
+KEPT_HEADS_KEY = "headcount_kept_heads"
+
+
 @dataclass(frozen=True)
 class HeadLayout:
     """How many heads a model has and how gates index them.
 
     `num_layers` counts layer applications: for ALBERT that is num_hidden_layers, although
-    only one set of attention weights exists (`shared_layers`).
+    only one set of attention weights exists (`shared_layers`). `num_heads` is the original
+    number of heads per layer: gates and scores always index heads by their original
+    position. `kept` lists, per distinct layer (one row for ALBERT), the original indices of
+    the heads still present; it is every head unless heads were physically removed.
     """
 
     family: str
@@ -141,11 +177,38 @@ class HeadLayout:
     num_heads: int
     head_dim: int
     shared_layers: bool
+    kept: tuple[tuple[int, ...], ...]
 
     @property
     def num_distinct_layers(self) -> int:
         """Rows of a score table: 1 for ALBERT's shared heads, else num_layers."""
         return 1 if self.shared_layers else self.num_layers
+
+    @property
+    def total_heads(self) -> int:
+        """Heads that exist in the original model (ALBERT: its shared heads)."""
+        return self.num_distinct_layers * self.num_heads
+
+    @property
+    def heads_remaining(self) -> int:
+        return sum(len(heads) for heads in self.kept)
+
+    def kept_in_application(self, layer: int) -> tuple[int, ...]:
+        """Heads present when layer application `layer` runs."""
+        return self.kept[0 if self.shared_layers else layer]
+
+
+def architecture_signature(model: nn.Module) -> dict:
+    """What scores must agree with to be applied to a model: family and head grid."""
+    layout = head_layout(model)
+    config = model.config
+    return {
+        "family": layout.family,
+        "layers": layout.num_distinct_layers,
+        "heads": layout.num_heads,
+        "hidden_size": getattr(config, "hidden_size", None) or config.dim,
+        "layer_applications": layout.num_layers,
+    }
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -159,12 +222,19 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
 
 def head_layout(model: nn.Module) -> HeadLayout:
     family = family_of(model.config)
-    blocks = family.blocks(encoder_of(model))
+    family.blocks(encoder_of(model))  # refuses layouts the adapters cannot handle
     config = model.config
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
     num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
-    head_dim = blocks[0].output.in_features // num_heads
-    return HeadLayout(family.name, num_layers, num_heads, head_dim, family.shared_layers)
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    distinct = 1 if family.shared_layers else num_layers
+    kept = getattr(config, KEPT_HEADS_KEY, None)
+    if kept is None:
+        kept = [range(num_heads)] * distinct
+    return HeadLayout(
+        family.name, num_layers, num_heads, hidden // num_heads, family.shared_layers,
+        tuple(tuple(int(h) for h in heads) for heads in kept),
+    )
 
 
 def max_positions(config) -> int:

@@ -97,6 +97,101 @@ def _demo(args) -> None:
     print(format_summary(record, args.out))
 
 
+def _curve(args) -> None:
+    from dataclasses import replace
+
+    from headcount.io import check_output_path
+    from headcount.pruning import step_ratios
+    from headcount.pruning_jobs import curve_job, write_curve_csv
+
+    check_output_path(args.out)
+    options = _data_options(args)
+    rank_options = replace(
+        options, split=args.rank_split, fraction=args.rank_fraction,
+        max_examples=args.rank_max_examples,
+    )
+    ratios = args.ratios if args.ratios is not None else (
+        step_ratios(args.step) if args.step is not None else None)
+    rows = curve_job(
+        args.model, options, rank_task=args.rank_task, rank_options=rank_options,
+        scores_path=args.scores, normalize_method=args.normalize, schedule=args.schedule,
+        ratios=ratios, keep_one_per_layer=args.keep_one_per_layer,
+        physical=not args.masked, device=args.device, progress=not args.quiet,
+    )
+    write_curve_csv(args.out, rows)
+    for row in rows:
+        if row["main"]:
+            print(f"{row['ratio_pruned']:.3f} pruned, {row['heads_remaining']:4d} heads left: "
+                  f"{row['metric']}={row['value']:.4f} (relative {row['relative']:.3f})")
+    print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def _prune(args) -> None:
+    from headcount.pruning_jobs import prune_job
+
+    record = prune_job(
+        args.model, args.scores, args.out, ratio=args.ratio, heads=args.heads,
+        normalize_method=args.normalize, keep_one_per_layer=args.keep_one_per_layer,
+        device=args.device,
+    )
+    print(f"removed {record['heads_removed']} heads ({record['heads_remaining']} left); "
+          f"parameters {record['parameters_before']:,} -> {record['parameters_after']:,}; "
+          f"wrote {record['out']}")
+
+
+def _plot_curve(args) -> None:
+    from headcount.plotting import save_curve_figure
+
+    print(f"wrote {save_curve_figure(args.curves, args.out)}")
+
+
+def _add_curve_parser(commands) -> None:
+    curve = commands.add_parser(
+        "curve", help="prune heads least-important-first and evaluate at each ratio",
+        description="Pruning curve: heads removed from least to most important; the metric "
+                    "and the relative performance at each ratio, as CSV rows.",
+    )
+    _add_data_options(curve, default_split="dev")
+    ranking = curve.add_mutually_exclusive_group()
+    ranking.add_argument("--rank-task", help="task whose importance orders the heads "
+                         "(default: --task)")
+    ranking.add_argument("--scores", help="scores.json of `headcount importance` to order by")
+    curve.add_argument("--rank-split", default="train", help="split for ranking (default train)")
+    curve.add_argument("--rank-fraction", type=float, help="random fraction of it for ranking")
+    curve.add_argument("--rank-max-examples", type=int, help="at most N examples for ranking")
+    curve.add_argument("--normalize", help=f"one of {', '.join(NORMALIZATIONS)} (default l1, "
+                       "or the scores file's)")
+    curve.add_argument("--schedule", default="one-shot", help="one-shot or iterative")
+    steps = curve.add_mutually_exclusive_group()
+    steps.add_argument("--step", type=float, help="share of all heads per step (default 0.1)")
+    steps.add_argument("--ratios", type=float, nargs="+", help="explicit ratios to evaluate")
+    curve.add_argument("--keep-one-per-layer", action="store_true",
+                       help="never remove the last head of a layer")
+    curve.add_argument("--masked", action="store_true",
+                       help="gate heads off on the full-size model instead of removing them")
+    curve.add_argument("--out", required=True, help="curve.csv to write")
+    curve.set_defaults(run=_curve)
+
+    prune = commands.add_parser("prune", help="write a physically pruned checkpoint")
+    prune.add_argument("model", help="local checkpoint directory or hub name")
+    prune.add_argument("--scores", required=True, help="scores.json to order heads by")
+    amount = prune.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--ratio", type=float, help="share of all heads to remove")
+    amount.add_argument("--heads", type=int, help="number of heads to remove")
+    prune.add_argument("--normalize", help="re-normalise the raw scores (default: as stored)")
+    prune.add_argument("--keep-one-per-layer", action="store_true")
+    prune.add_argument("--device", default="cpu")
+    prune.add_argument("--out", required=True, help="directory of the pruned checkpoint")
+    prune.set_defaults(run=_prune)
+
+    plot = commands.add_parser("plot", help="figures")
+    kinds = plot.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    plot_curve = kinds.add_parser("curve", help="relative performance vs ratio pruned")
+    plot_curve.add_argument("curves", nargs="+", help="curve CSV files")
+    plot_curve.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
+    plot_curve.set_defaults(run=_plot_curve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headcount",
@@ -118,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate, default_split="dev")
     evaluate.add_argument("--out", help="also write the metrics as JSON")
     evaluate.set_defaults(run=_evaluate)
+
+    _add_curve_parser(commands)
 
     from headcount.demo import add_arguments
 

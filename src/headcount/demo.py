@@ -134,6 +134,9 @@ def run_demo(glue_dir: str, out: str, *, train_examples: int = 2000, batch_size:
         "raw_scores": importance.raw.tolist(), "scores": scores.tolist(),
         "versions": record["versions"],
     })
+    # The probed checkpoint, for `headcount curve/prune/evaluate` on a model with a real head.
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
     write_json(out_dir / "demo.json", record)
     return record
 
@@ -151,7 +154,8 @@ def format_summary(record: dict, out: str) -> str:
             f"{result['least_important_removed']:.4f}, most important first "
             f"{result['most_important_removed']:.4f}"
         )
-    lines.append(f"importance scores: {out}/scores.json, summary: {out}/demo.json")
+    lines.append(f"importance scores: {out}/scores.json, summary: {out}/demo.json, "
+                 f"checkpoint with the probe head: {out}/model")
     return "\n".join(lines)
 
 

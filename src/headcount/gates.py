@@ -6,7 +6,9 @@ gate (softmax(QKᵀ)·ξ_h·V = ξ_h·softmax(QKᵀ)·V), it works with every at
 implementation (SDPA, eager, flash), and it does not depend on `head_mask`, which
 transformers 5 silently ignores.
 
-Gate shapes (L = layer applications, H = heads per layer, B = batch):
+Gate shapes (L = layer applications, H = heads per layer, B = batch). Heads are indexed by
+their original position, also in a physically pruned model (whose removed heads' gates are
+simply unused):
 
 - `[L, H]`     one gate per head: a 0/1 mask or a differentiable tensor;
 - `[B, L, H]`  one gate per example and head (exact per-example gradients in one pass);
@@ -69,8 +71,15 @@ def gate_heads(model: nn.Module, gate: torch.Tensor, *, shared: bool = False) ->
 
     def make_hook(layer_of_call):
         def hook(module: nn.Module, args: tuple) -> tuple:
-            context = args[0]  # [batch, seq, heads * d_head]
-            g = gate_for(layer_of_call()).to(device=context.device, dtype=context.dtype)
+            context = args[0]  # [batch, seq, kept heads * d_head]
+            application = layer_of_call()
+            kept = layout.kept_in_application(application)
+            if not kept:  # every head of this layer was removed: nothing to gate
+                return None
+            g = gate_for(application)
+            if len(kept) < layout.num_heads:  # physically pruned: gates of the kept heads
+                g = g[..., list(kept)]
+            g = g.to(device=context.device, dtype=context.dtype)
             if per_example:
                 if g.shape[0] != context.shape[0]:
                     raise ValueError(
@@ -80,7 +89,7 @@ def gate_heads(model: nn.Module, gate: torch.Tensor, *, shared: bool = False) ->
                 g = g[:, None, :, None]  # [batch, 1, heads, 1]
             else:
                 g = g[None, None, :, None]  # [1, 1, heads, 1]
-            heads = context.view(*context.shape[:-1], layout.num_heads, layout.head_dim)
+            heads = context.view(*context.shape[:-1], len(kept), layout.head_dim)
             return (heads.mul(g).view(context.shape), *args[1:])
 
         return hook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from headcount.arch import family_of
+from headcount.checkpoints import is_pruned_config, load_pruned
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.tasks.registry import MLM
 
@@ -95,8 +97,9 @@ def load_model(
     device: str | torch.device | None = None,
     attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Model with a masked-LM head (`kind="mlm"`) or a sequence-classification/regression
-    head, and its tokenizer.
+    """Model with a masked-LM head (`kind="mlm"`), a sequence-classification/regression
+    head, or the checkpoint's own head (`kind="checkpoint"`), and its tokenizer. Physically
+    pruned checkpoints (see `save_pruned`) load too.
 
     A checkpoint without a classifier gets a new random head (a warning says so), sized
     `num_labels` when given. A checkpoint without an MLM head is refused for masked LM.
@@ -113,7 +116,7 @@ def load_model(
     config = load_config(name_or_path)
     source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() \
         else name_or_path
-    options = {"output_loading_info": True}
+    options = {}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation
     local = Path(source).is_dir()
@@ -122,8 +125,8 @@ def load_model(
             f"{name_or_path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
         )
     try:
-        model, info, new_head = _load_with_head(source, name_or_path, kind, config, num_labels,
-                                                options)
+        model, new_head = _load_with_head(source, name_or_path, kind, config, num_labels,
+                                          options)
     except OSError as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise HeadcountError(f"could not load the weights of {name_or_path}: {first_line}") \
@@ -137,32 +140,54 @@ def load_model(
     return LoadedModel(model, tokenizer, new_head)
 
 
-def _load_with_head(source, name_or_path, kind, config, num_labels, options):
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+# Kinds of model load_model builds: a task head, or whatever head the checkpoint has.
+CHECKPOINT_HEAD = "checkpoint"
 
+
+def model_class_for(kind: str, config=None):
+    """The Auto* class for a task kind; for CHECKPOINT_HEAD, the class of the checkpoint's
+    own head (masked LM, sequence classification, or the bare encoder)."""
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    if kind == CHECKPOINT_HEAD:
+        architecture = ((getattr(config, "architectures", None) or [""])[0])
+        if architecture.endswith("ForMaskedLM"):
+            return AutoModelForMaskedLM
+        if architecture.endswith("ForSequenceClassification"):
+            return AutoModelForSequenceClassification
+        return AutoModel
+    return AutoModelForMaskedLM if kind == MLM else AutoModelForSequenceClassification
+
+
+def _from_checkpoint(model_class, source, config, options, **overrides):
+    """(model, task-head keys missing from the checkpoint), for plain or pruned checkpoints."""
+    if is_pruned_config(config):
+        return load_pruned(source, model_class, config=copy.deepcopy(config),
+                           attn_implementation=options.get("attn_implementation"), **overrides)
+    model, info = model_class.from_pretrained(source, output_loading_info=True, **options,
+                                              **overrides)
+    return model, _head_keys(info["missing_keys"], model)
+
+
+def _load_with_head(source, name_or_path, kind, config, num_labels, options):
+    model_class = model_class_for(kind, config)
+    model, missing = _from_checkpoint(model_class, source, config, options)
     if kind == MLM:
-        model, info = AutoModelForMaskedLM.from_pretrained(source, **options)
-        missing = sorted(_head_keys(info["missing_keys"], model))
         if missing:
             raise UnsupportedModelError(
                 f"{name_or_path} has no masked-LM head (missing weights: "
                 f"{', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
                 "masked LM needs a checkpoint with one"
             )
-        new_head = False
-    else:
-        model, info = AutoModelForSequenceClassification.from_pretrained(source, **options)
-        missing = _head_keys(info["missing_keys"], model)
-        new_head = bool(missing)
-        if new_head and num_labels is not None and num_labels != config.num_labels:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, **{**options, "output_loading_info": False}
-            )
-        if new_head:
-            warnings.warn(
-                f"{name_or_path} has no trained classification head: a random one with "
-                f"{model.config.num_labels} outputs was added, so scores reflect an "
-                "untrained head",
-                stacklevel=4,
-            )
-    return model, info, new_head
+        return model, False
+    new_head = bool(missing) and kind != CHECKPOINT_HEAD
+    if new_head and num_labels is not None and num_labels != model.config.num_labels:
+        model, _ = _from_checkpoint(model_class, source, config, options, num_labels=num_labels)
+    if new_head:
+        warnings.warn(
+            f"{name_or_path} has no trained classification head: a random one with "
+            f"{model.config.num_labels} outputs was added, so scores reflect an "
+            "untrained head",
+            stacklevel=4,
+        )
+    return model, new_head

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from headcount.arch import head_layout
+from headcount.arch import architecture_signature, head_layout
 from headcount.data import EncodedData, prepare_data
 from headcount.errors import ConfigError
 from headcount.evaluate import evaluate
@@ -49,7 +49,7 @@ def load_for_task(model: str, task: Task, *, device=None, seed: int = 0) -> Load
                       device=device)
 
 
-def _prepare(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedData:
+def prepare_for(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedData:
     return prepare_data(
         task, loaded.tokenizer, loaded.model.config, split=options.split,
         max_length=options.max_length, fraction=options.fraction,
@@ -57,7 +57,7 @@ def _prepare(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedDa
     )
 
 
-def _record(model: str, options: DataOptions, data: EncodedData) -> dict:
+def data_record(model: str, options: DataOptions, data: EncodedData) -> dict:
     return {
         "model": model,
         "task": options.task,
@@ -81,19 +81,20 @@ def importance_job(
     check_normalization(normalize_method)  # fail before loading anything
     task = options.resolve()
     loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = _prepare(loaded, task, options)
+    data = prepare_for(loaded, task, options)
     result = head_importance(
         loaded.model, data.batches(options.batch_size), data.kind, progress=progress,
         total=data.num_batches(options.batch_size),
     )
     layers, heads = result.raw.shape
     return {
-        **_record(model, options, data),
+        **data_record(model, options, data),
         "normalize": normalize_method,
         "shared_across_layers": result.shared,
         "layers": layers,
         "heads": heads,
         "num_layer_applications": head_layout(loaded.model).num_layers,
+        "architecture": architecture_signature(loaded.model),
         "mean_loss": result.mean_loss,
         "new_head": loaded.new_head,
         "raw_scores": result.raw.tolist(),
@@ -106,13 +107,13 @@ def evaluate_job(model: str, options: DataOptions, *, device=None, progress: boo
     """Load and score a model on a task split; the metrics record."""
     task = options.resolve()
     loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = _prepare(loaded, task, options)
+    data = prepare_for(loaded, task, options)
     result = evaluate(
         loaded.model, data.batches(options.batch_size), data.kind, task.metric,
         progress=progress, total=data.num_batches(options.batch_size),
     )
     return {
-        **_record(model, options, data),
+        **data_record(model, options, data),
         "metrics": result.metrics,
         "main_metric": result.main,
         "mean_loss": result.mean_loss,

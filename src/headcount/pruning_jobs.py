@@ -1,0 +1,209 @@
+"""The `curve` and `prune` jobs: from a checkpoint, data and scores to curve rows or a pruned
+checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from headcount.arch import architecture_signature, head_layout
+from headcount.checkpoints import save_pruned_atomically
+from headcount.errors import ConfigError, HeadcountError
+from headcount.evaluate import evaluate
+from headcount.importance import check_normalization, head_importance, normalize
+from headcount.io import write_atomic
+from headcount.models import CHECKPOINT_HEAD, load_model
+from headcount.pipeline import DataOptions, load_for_task, prepare_for
+from headcount.pruning import (
+    CurvePoint,
+    least_important_first,
+    prunable_heads,
+    pruning_curve,
+    take_heads,
+)
+from headcount.removal import remove_heads
+
+CURVE_COLUMNS = (
+    "model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
+    "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main", "pruned_heads",
+)
+
+
+def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
+    """Raw scores from a `scores.json`, checked against `model`'s heads."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadcountError(f"scores file not found: {path}")
+    try:
+        record = json.loads(path.read_text())
+        raw = torch.tensor(record["raw_scores"], dtype=torch.float32)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise HeadcountError(f"{path} is not a headcount scores.json ({error})") from None
+    signature = architecture_signature(model)
+    theirs = record.get("architecture")
+    if theirs:
+        for key in ("family", "hidden_size", "layers", "heads"):
+            if theirs.get(key) != signature[key]:
+                raise HeadcountError(
+                    f"{path} holds scores for another model: {key} {theirs.get(key)!r}, "
+                    f"this model has {signature[key]!r}"
+                )
+    expected = (signature["layers"], signature["heads"])
+    if tuple(raw.shape) != expected:
+        raise HeadcountError(
+            f"{path} has scores of shape {list(raw.shape)}; this model's heads are "
+            f"{list(expected)}"
+        )
+    return raw, record
+
+
+def _heads_text(heads) -> str:
+    return " ".join(f"{layer}.{head}" for layer, head in heads)
+
+
+def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
+    """Tidy rows: one per step and metric; `relative` is value / value at ratio 0."""
+    base = points[0].evaluation.metrics
+    rows = []
+    for point in points:
+        for metric, value in point.evaluation.metrics.items():
+            reference = base[metric]
+            relative = value / reference if reference != 0 else math.nan
+            rows.append({
+                **meta,
+                "ratio_requested": point.ratio_requested,
+                "ratio_pruned": point.ratio_pruned,
+                "heads_remaining": point.heads_remaining,
+                "metric": metric,
+                "value": value,
+                "relative": relative,
+                "main": metric == point.evaluation.main,
+                "pruned_heads": _heads_text(point.pruned),
+            })
+    return rows
+
+
+def write_curve_csv(path: str | Path, rows: list[dict]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, buffer.getvalue())
+
+
+def curve_job(
+    model: str,
+    options: DataOptions,
+    *,
+    rank_task: str | None = None,
+    rank_options: DataOptions | None = None,
+    scores_path: str | None = None,
+    normalize_method: str | None = None,
+    schedule: str = "one-shot",
+    ratios: list[float] | None = None,
+    keep_one_per_layer: bool = False,
+    physical: bool = True,
+    device=None,
+    progress: bool = False,
+) -> list[dict]:
+    """Pruning curve of `model` on `options.task`, heads ranked by `scores_path` or by
+    importance on `rank_task` (default: the evaluated task) over `rank_options` data.
+
+    Example:
+        >>> rows = curve_job("ckpt/", DataOptions("sst2", data_dir=glue, split="dev"),
+        ...                  rank_options=DataOptions("sst2", data_dir=glue, fraction=0.2))
+    """
+    if scores_path and rank_task:
+        raise ConfigError("give either --scores or --rank-task, not both")
+    if scores_path and schedule == "iterative":
+        raise ConfigError("the iterative schedule re-estimates importance: use --rank-task, "
+                          "not --scores")
+    if normalize_method is not None:
+        check_normalization(normalize_method)
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    data = prepare_for(loaded, task, options)
+
+    def evaluate_model(candidate):
+        return evaluate(candidate, data.batches(options.batch_size), data.kind, task.metric)
+
+    scores, rank, rank_model, rank_name = None, None, None, None
+    if scores_path:
+        scores, record = read_scores(scores_path, loaded.model)
+        normalize_method = normalize_method or record.get("normalize", "l1")
+        rank_name = f"scores:{record.get('task', scores_path)}"
+    else:
+        rank_spec = rank_task or options.task
+        base = rank_options or replace(options, split="train")
+        rank_data_options = replace(base, task=rank_spec)
+        rank_resolved = rank_data_options.resolve()
+        ranker_loaded = loaded
+        if rank_spec != options.task:
+            ranker_loaded = load_for_task(model, rank_resolved, device=device,
+                                          seed=options.seed)
+            rank_model = ranker_loaded.model
+        rank_data = prepare_for(ranker_loaded, rank_resolved, rank_data_options)
+
+        def rank(candidate):
+            batches = rank_data.batches(rank_data_options.batch_size)
+            return head_importance(candidate, batches, rank_data.kind).raw
+
+        rank_name = rank_spec
+    normalize_method = normalize_method or "l1"
+    requested = None if ratios is None else sorted({0.0, *ratios})
+    points = pruning_curve(
+        loaded.model, evaluate_model, scores=scores, rank=rank, rank_model=rank_model,
+        normalize_method=normalize_method, schedule=schedule, ratios=requested,
+        keep_one_per_layer=keep_one_per_layer, physical=physical, progress=progress,
+    )
+    meta = {"model": model, "task": options.task, "rank_task": rank_name,
+            "normalize": normalize_method, "schedule": schedule, "seed": options.seed}
+    return curve_rows(points, meta)
+
+
+def prune_job(
+    model: str, scores_path: str, out: str, *, ratio: float | None = None,
+    heads: int | None = None, normalize_method: str | None = None,
+    keep_one_per_layer: bool = False, device=None,
+) -> dict:
+    """Remove the least important heads of a checkpoint and save it to `out`."""
+    if (ratio is None) == (heads is None):
+        raise ConfigError("give exactly one of --ratio and --heads")
+    if ratio is not None and not 0 <= ratio <= 1:
+        raise ConfigError(f"--ratio {ratio} is outside [0, 1]")
+    if normalize_method is not None:
+        check_normalization(normalize_method)
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise HeadcountError(f"--out {out} exists and is not an empty directory")
+    loaded = load_model(model, CHECKPOINT_HEAD, device=device or "cpu")
+    scores, record = read_scores(scores_path, loaded.model)
+    normalize_method = normalize_method or record.get("normalize", "l1")
+    layout = head_layout(loaded.model)
+    count = round(ratio * layout.total_heads) if ratio is not None else heads
+    absent = [(layer, head) for layer, kept in enumerate(layout.kept)
+              for head in range(layout.num_heads) if head not in kept]
+    limit = prunable_heads(layout, keep_one_per_layer)
+    if not 0 <= count <= limit:
+        raise ConfigError(
+            f"cannot prune {count} heads: this model allows 0..{limit}"
+            + (" (ALBERT keeps at least one shared head)" if layout.shared_layers else "")
+        )
+    remaining = {layer: len(kept) for layer, kept in enumerate(layout.kept)}
+    order = least_important_first(normalize(scores, normalize_method), exclude=set(absent))
+    chosen = take_heads(order, max(count - len(absent), 0), remaining, keep_one_per_layer)
+    before = sum(p.numel() for p in loaded.model.parameters())
+    remove_heads(loaded.model, chosen)
+    after = sum(p.numel() for p in loaded.model.parameters())
+    save_pruned_atomically(loaded.model, out, loaded.tokenizer)
+    return {
+        "model": model, "out": out, "scores": scores_path, "normalize": normalize_method,
+        "heads_removed": len(chosen), "heads_remaining": head_layout(loaded.model).heads_remaining,
+        "parameters_before": before, "parameters_after": after,
+        "removed": _heads_text(chosen),
+    }
