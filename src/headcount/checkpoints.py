@@ -178,8 +178,12 @@ def load_pruned(directory: str | Path, model_class, config=None, *,
     result = model.load_state_dict(state, strict=False)
     prefix = model.base_model_prefix + "."
     missing = _loaded_names(model, set(result.missing_keys))
-    in_encoder = (lambda k: k.startswith(prefix)) if any(
-        k.startswith(prefix) for k in shapes) else (lambda k: True)
+    has_prefix = any(k.startswith(prefix) for k in shapes)
+
+    def in_encoder(key: str) -> bool:
+        # The pooler belongs to the classification head: MLM checkpoints have none.
+        return (key.startswith(prefix) or not has_prefix) and ".pooler." not in f".{key}"
+
     encoder_missing = sorted(k for k in missing if in_encoder(k))
     if encoder_missing:
         raise HeadcountError(

@@ -85,8 +85,11 @@ def load_config(name_or_path: str):
 
 
 def _head_keys(keys, model) -> list[str]:
-    """The keys among `keys` that belong to the task head, not to the encoder."""
-    return [key for key in keys if not key.startswith(model.base_model_prefix + ".")]
+    """The keys among `keys` that belong to the task head, not to the encoder. BERT's pooler
+    counts as part of the classification head: only classifiers use it, and checkpoints
+    with an MLM head do not have it."""
+    prefix = model.base_model_prefix + "."
+    return [key for key in keys if not key.startswith(prefix) or ".pooler." in f".{key}"]
 
 
 def load_model(

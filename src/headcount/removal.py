@@ -18,7 +18,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import prune_linear_layer
 
 from headcount.arch import KEPT_HEADS_KEY, AttentionBlock, attention_blocks, head_layout
 from headcount.errors import ConfigError
@@ -53,17 +52,32 @@ def _rows_of(positions: list[int], head_dim: int, device) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.long, device=device)
 
 
+def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping output rows (`dim=0`) or input columns (`dim=1`) `index`, with
+    the original's dtype, device and requires_grad (transformers' prune_linear_layer makes
+    float32 layers whatever the model's dtype)."""
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    bias = None
+    if linear.bias is not None:
+        bias = linear.bias.detach()
+        bias = (bias.index_select(0, index) if dim == 0 else bias).clone()
+    with warnings.catch_warnings():
+        # Built on the meta device (nothing real is initialised only to be overwritten);
+        # torch still warns about "initialising" the zero-element weights of an empty layer.
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    new.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    if bias is not None:
+        new.bias = nn.Parameter(bias, requires_grad=linear.bias.requires_grad)
+    return new
+
+
 def _shrink(block: AttentionBlock, positions: list[int], head_dim: int) -> None:
     index = _rows_of(positions, head_dim, block.query.weight.device)
     q, k, v, out = block.names
-    with warnings.catch_warnings():
-        # An empty layer's new nn.Linear warns while initialising zero-element weights,
-        # which prune_linear_layer then overwrites anyway.
-        warnings.simplefilter("ignore", UserWarning)
-        for name in (q, k, v):
-            setattr(block.attention, name,
-                    prune_linear_layer(getattr(block.attention, name), index))
-        setattr(block.output_owner, out, prune_linear_layer(block.output, index, dim=1))
+    for name in (q, k, v):
+        setattr(block.attention, name, slice_linear(getattr(block.attention, name), index, 0))
+    setattr(block.output_owner, out, slice_linear(block.output, index, 1))
     # Keep the modules' own head counts truthful (forward reshapes with -1 and head size).
     for attribute in ("num_attention_heads", "n_heads"):
         if hasattr(block.attention, attribute):
