@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import FAMILIES, make_model, random_batch, write_tokenizer
 from torch.testing import assert_close
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-from conftest import FAMILIES, make_model, random_batch, write_tokenizer
 from headcount.arch import head_layout
 from headcount.checkpoints import load_pruned, save_pruned, save_pruned_atomically
 from headcount.errors import HeadcountError

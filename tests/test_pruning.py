@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_model, random_batch
+
 from headcount.arch import head_layout
 from headcount.errors import ConfigError
 from headcount.evaluate import Evaluation, evaluate

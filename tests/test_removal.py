@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from conftest import FAMILIES, make_model, random_batch
 from torch.testing import assert_close
 
-from conftest import FAMILIES, make_model, random_batch
 from headcount.arch import head_layout
 from headcount.errors import ConfigError
 from headcount.gates import gate_heads
