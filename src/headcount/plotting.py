@@ -12,7 +12,10 @@ from pathlib import Path
 
 from headcount.errors import HeadcountError
 
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
 NORMALIZATION_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "none": "tab:green"}
+# Further colours when curves differ by how heads were ranked, not only by normalisation.
+EXTRA_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
 def read_curve_csv(path: str | Path) -> list[dict]:
@@ -43,15 +46,21 @@ def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
         lines[key].append((float(row["ratio_pruned"]), float(row["relative"])))
     if not lines:
         raise HeadcountError("no curve rows to plot")
-    labelled = set()
+    rankings = sorted({key[2] for key in lines})
+    colours: dict[tuple[str, str], str] = {}
     for key, points in sorted(lines.items()):
-        normalize = key[3]
+        rank_task, normalize = key[2], key[3]
         points.sort()
-        colour = NORMALIZATION_COLOURS.get(normalize, "tab:gray")
+        group = (rank_task, normalize)
         label = None
-        if normalize not in labelled:
+        if group not in colours:
+            spare = len(colours) % len(EXTRA_COLOURS)
+            colours[group] = (NORMALIZATION_COLOURS.get(normalize, EXTRA_COLOURS[spare])
+                              if len(rankings) == 1 else EXTRA_COLOURS[spare])
             label = f"{normalize} normalisation"
-            labelled.add(normalize)
+            if len(rankings) > 1:
+                label += f", ranked by {rank_task}"
+        colour = colours[group]
         ax.plot([x for x, _ in points], [y for _, y in points], linestyle=":", marker=".",
                 color=colour, alpha=0.85, label=label)
     tasks = sorted({key[1] for key in lines})
@@ -74,6 +83,14 @@ def save_curve_figure(paths: list[str], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(out)
+    if out.suffix.lower() not in FIGURE_FORMATS:
+        raise HeadcountError(
+            f"--out {out}: unsupported figure format '{out.suffix}'; use one of "
+            f"{', '.join(FIGURE_FORMATS)}"
+        )
+    if not out.parent.is_dir():
+        raise HeadcountError(f"output directory does not exist: {out.parent}")
     rows = []
     for path in paths:
         for row in read_curve_csv(path):
@@ -81,9 +98,6 @@ def save_curve_figure(paths: list[str], out: str | Path) -> Path:
     figure, ax = plt.subplots(figsize=(5.5, 4))
     plot_curves(rows, ax)
     figure.tight_layout()
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise HeadcountError(f"output directory does not exist: {out.parent}")
     staging = out.with_name(f".{out.name}.tmp{out.suffix}")
     figure.savefig(staging, dpi=150)
     plt.close(figure)

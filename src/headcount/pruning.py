@@ -73,23 +73,25 @@ def take_heads(candidates: Sequence[Head], count: int, remaining_per_layer: dict
 
 
 def prunable_heads(layout, keep_one_per_layer: bool) -> int:
-    """How many heads can go: all of them, less one per layer when keeping one, and never
-    the last head of ALBERT's single shared layer."""
-    total = layout.total_heads
+    """How many heads (counting any a pruned checkpoint already lacks) can be pruned: all,
+    less one per layer that still has heads when keeping one, and never the last head of
+    ALBERT's single shared layer."""
     if keep_one_per_layer or layout.shared_layers:
-        return total - layout.num_distinct_layers
-    return total
+        return layout.total_heads - sum(1 for heads in layout.kept if heads)
+    return layout.total_heads
 
 
 def target_counts(ratios: Sequence[float], layout, keep_one_per_layer: bool,
                   explicit: bool) -> list[tuple[float, int]]:
     """(requested ratio, number of heads to prune) per step, duplicates of the same count
-    dropped. A requested ratio that would prune every head of ALBERT is an error when the
-    user asked for it explicitly; default steps stop short of it."""
+    dropped. Heads a pruned checkpoint already lacks count as pruned, so ratios below that
+    share collapse into its first point. A requested ratio that would prune every head of
+    ALBERT is an error when the user asked for it explicitly; default steps stop short."""
     limit = prunable_heads(layout, keep_one_per_layer)
+    absent = layout.total_heads - layout.heads_remaining
     steps, seen = [], set()
     for ratio in ratios:
-        count = round(ratio * layout.total_heads)
+        count = max(round(ratio * layout.total_heads), absent)
         if count > limit:
             if layout.shared_layers and not keep_one_per_layer and explicit:
                 raise ConfigError(

@@ -47,6 +47,8 @@ def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
         raise HeadcountError(f"{path} is not a headcount scores.json ({error})") from None
     signature = architecture_signature(model)
     theirs = record.get("architecture")
+    if theirs is not None and not isinstance(theirs, dict):
+        raise HeadcountError(f"{path}: 'architecture' must be an object, not {theirs!r}")
     if theirs:
         for key in ("family", "hidden_size", "layers", "heads"):
             if theirs.get(key) != signature[key]:

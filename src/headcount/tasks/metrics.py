@@ -112,7 +112,7 @@ def _require_two_classes(metric: str, references: np.ndarray) -> None:
     if len(classes) < 2:
         raise DataError(
             f"{metric} is undefined here: all {len(references)} references are of one class "
-            f"({classes[0]!r}); evaluate on a set with at least two classes."
+            f"({classes[0].item()!r}); evaluate on a set with at least two classes."
         )
 
 
