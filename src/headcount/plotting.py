@@ -47,6 +47,7 @@ def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
     if not lines:
         raise HeadcountError("no curve rows to plot")
     rankings = sorted({key[2] for key in lines})
+    normalizations = sorted({key[3] for key in lines})
     colours: dict[tuple[str, str], str] = {}
     for key, points in sorted(lines.items()):
         rank_task, normalize = key[2], key[3]
@@ -59,7 +60,7 @@ def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
                               if len(rankings) == 1 else EXTRA_COLOURS[spare])
             label = f"{normalize} normalisation"
             if len(rankings) > 1:
-                label += f", ranked by {rank_task}"
+                label = rank_task + (f" ({normalize})" if len(normalizations) > 1 else "")
         colour = colours[group]
         ax.plot([x for x, _ in points], [y for _, y in points], linestyle=":", marker=".",
                 color=colour, alpha=0.85, label=label)
@@ -72,7 +73,9 @@ def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
     ax.axhline(0.9, color="gray", linewidth=0.8, linestyle="--")
     ax.grid(alpha=0.3)
     ax.set_title(title or f"{', '.join(tasks)}: {len(seeds)} seed(s), dotted line per seed")
-    ax.legend(loc="lower left")
+    # Below the axes, so that it never hides a curve.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small",
+              frameon=False)
     return ax
 
 
@@ -95,7 +98,7 @@ def save_curve_figure(paths: list[str], out: str | Path) -> Path:
     for path in paths:
         for row in read_curve_csv(path):
             rows.append({**row, "source": str(path)})
-    figure, ax = plt.subplots(figsize=(5.5, 4))
+    figure, ax = plt.subplots(figsize=(6.4, 5))
     plot_curves(rows, ax)
     figure.tight_layout()
     staging = out.with_name(f".{out.name}.tmp{out.suffix}")
