@@ -56,17 +56,27 @@ def save_pruned(model: nn.Module, directory: str | Path, tokenizer=None) -> Path
     return directory
 
 
-def save_pruned_atomically(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
-    """`save_pruned` into a temporary directory beside `directory`, renamed into place when
-    complete: an interrupted save leaves no half-written checkpoint."""
+def check_empty_target(directory: str | Path) -> Path:
+    """Refuse an output directory that holds something, or whose parent is missing."""
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise HeadcountError(f"--out {directory} exists and is not an empty directory")
     if not directory.parent.is_dir():
         raise HeadcountError(f"output directory does not exist: {directory.parent}")
+    return directory
+
+
+def save_pruned_atomically(model: nn.Module, directory: str | Path, tokenizer=None,
+                           records: dict[str, dict] | None = None) -> Path:
+    """`save_pruned` into a temporary directory beside `directory`, renamed into place when
+    complete: an interrupted save leaves no half-written checkpoint. `records` are JSON
+    files (name -> content) written with it, e.g. the metrics of a fine-tuning run."""
+    directory = check_empty_target(directory)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         save_pruned(model, staging, tokenizer)
+        for name, record in (records or {}).items():
+            write_json(staging / name, record)
         if directory.exists():
             directory.rmdir()
         staging.rename(directory)

@@ -9,14 +9,25 @@ import argparse
 import sys
 import warnings
 
+from headcount.distributed import init_from_launcher, is_main_process
 from headcount.errors import HeadcountError
 from headcount.importance import NORMALIZATIONS
 
 EXIT_USER_ERROR = 2
 
 
+def _progress(args) -> bool:
+    """Progress bars unless --quiet, and only from the first of several processes."""
+    return not args.quiet and is_main_process()
+
+
 def _add_data_options(parser: argparse.ArgumentParser, *, default_split: str) -> None:
     parser.add_argument("model", help="local checkpoint directory or hub name")
+    add_data_flags(parser, default_split=default_split)
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, default_split: str) -> None:
+    """The options that choose and encode a task's examples (shared by every command)."""
     parser.add_argument(
         "--task", required=True,
         help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, mnli-mm, qnli, rte, wnli), "
@@ -40,7 +51,7 @@ def _add_data_options(parser: argparse.ArgumentParser, *, default_split: str) ->
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _data_options(args):
+def data_options(args):
     from headcount.pipeline import DataOptions
 
     return DataOptions(
@@ -57,9 +68,11 @@ def _importance(args) -> None:
 
     check_output_path(args.out)
     record = importance_job(
-        args.model, _data_options(args), normalize_method=args.normalize, device=args.device,
-        progress=not args.quiet,
+        args.model, data_options(args), normalize_method=args.normalize, device=args.device,
+        progress=_progress(args),
     )
+    if not is_main_process():
+        return
     write_json(args.out, record)
     if not args.quiet:
         print(_score_table(record), file=sys.stderr)
@@ -81,8 +94,10 @@ def _evaluate(args) -> None:
 
     if args.out:
         check_output_path(args.out)
-    record = evaluate_job(args.model, _data_options(args), device=args.device,
-                          progress=not args.quiet)
+    record = evaluate_job(args.model, data_options(args), device=args.device,
+                          progress=_progress(args))
+    if not is_main_process():
+        return
     if args.out:
         write_json(args.out, record)
     metrics = ", ".join(f"{name}={value:.4f}" for name, value in record["metrics"].items())
@@ -105,7 +120,7 @@ def _curve(args) -> None:
     from headcount.pruning_jobs import curve_job, write_curve_csv
 
     check_output_path(args.out)
-    options = _data_options(args)
+    options = data_options(args)
     rank_options = replace(
         options, split=args.rank_split, fraction=args.rank_fraction,
         max_examples=args.rank_max_examples,
@@ -116,8 +131,10 @@ def _curve(args) -> None:
         args.model, options, rank_task=args.rank_task, rank_options=rank_options,
         scores_path=args.scores, normalize_method=args.normalize, schedule=args.schedule,
         ratios=ratios, keep_one_per_layer=args.keep_one_per_layer,
-        physical=not args.masked, device=args.device, progress=not args.quiet,
+        physical=not args.masked, device=args.device, progress=_progress(args),
     )
+    if not is_main_process():
+        return
     write_curve_csv(args.out, rows)
     for row in rows:
         if row["main"]:
@@ -143,6 +160,46 @@ def _plot_curve(args) -> None:
     from headcount.plotting import save_curve_figure
 
     print(f"wrote {save_curve_figure(args.curves, args.out)}")
+
+
+def _finetune(args) -> None:
+    from headcount.finetune import TrainingConfig
+    from headcount.pipeline import finetune_job
+
+    config = TrainingConfig(
+        epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+        warmup=args.warmup, weight_decay=args.weight_decay, max_steps=args.max_steps,
+        freeze_layers=args.freeze_layers, seed=args.seed,
+    )
+    record = finetune_job(args.model, data_options(args), config, args.out,
+                          eval_split=args.eval_split, device=args.device,
+                          progress=_progress(args))
+    if not is_main_process():
+        return
+    metrics = ", ".join(f"{name}={value:.4f}" for name, value in record["metrics"].items())
+    print(f"fine-tuned {record['steps']} steps ({record['examples_per_second']:.1f} examples/s, "
+          f"{record['frozen_parameters']:,} parameters frozen); {record['eval_split']}: "
+          f"{metrics}; wrote {args.out}")
+
+
+def _add_finetune_parser(commands) -> None:
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune for sequence classification/regression (accelerate)",
+        description="Fine-tune on a task's training split, evaluate on its dev split, save "
+                    "the checkpoint and metrics.json. Runs under accelerate launch / torchrun.",
+    )
+    _add_data_options(finetune, default_split="train")
+    finetune.add_argument("--epochs", type=float, default=3.0)
+    finetune.add_argument("--lr", type=float, default=2e-5, help="peak learning rate")
+    finetune.add_argument("--warmup", type=float, default=0.06,
+                          help="share of the steps with a rising learning rate")
+    finetune.add_argument("--weight-decay", type=float, default=0.01)
+    finetune.add_argument("--max-steps", type=int, help="stop after N optimisation steps")
+    finetune.add_argument("--freeze-layers", type=int, default=0,
+                          help="freeze the embeddings and the lowest K layers")
+    finetune.add_argument("--eval-split", default="dev", help="split to evaluate on")
+    finetune.add_argument("--out", required=True, help="directory for the checkpoint")
+    finetune.set_defaults(run=_finetune)
 
 
 def _add_curve_parser(commands) -> None:
@@ -191,6 +248,10 @@ def _add_curve_parser(commands) -> None:
     plot_curve.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
     plot_curve.set_defaults(run=_plot_curve)
 
+    from headcount.drift_cli import add_drift_commands
+
+    add_drift_commands(commands, kinds)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -215,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
 
     _add_curve_parser(commands)
+    _add_finetune_parser(commands)
 
     from headcount.demo import add_arguments
 
@@ -234,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
+        # Under torchrun / accelerate launch: join the process group.
+        init_from_launcher(getattr(args, "device", None))
         args.run(args)
     except HeadcountError as error:
         print(f"headcount: error: {error}", file=sys.stderr)

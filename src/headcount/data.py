@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from headcount.arch import max_positions, takes_token_types
+from headcount.distributed import shard
 from headcount.errors import ConfigError, DataError
 from headcount.labels import map_labels, task_kind
 from headcount.tasks.mlm import IGNORE_INDEX, make_blocks, mask_block
@@ -45,6 +46,12 @@ class EncodedData:
             self.pad_token_id, self.label_mapping,
         )
 
+    def for_this_process(self) -> EncodedData:
+        """This process's share of the examples under torch.distributed (else all)."""
+        indices = list(range(len(self)))
+        share = shard(indices)
+        return self if len(share) == len(indices) else self.select(share)
+
     def batches(
         self, batch_size: int, *, sort_by_length: bool = True, device=None
     ) -> Iterator[dict[str, torch.Tensor]]:
@@ -54,6 +61,10 @@ class EncodedData:
             order.sort(key=lambda i: -len(self.input_ids[i]))
         for start in range(0, len(order), batch_size):
             yield self._collate(order[start:start + batch_size], device)
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """One padded batch of the examples at `indices` (a DataLoader's collate_fn)."""
+        return self._collate(list(indices), None)
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from headcount.distributed import gather_across_processes, sum_across_processes
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.tasks.metrics import MAIN_METRIC, compute_metrics
 
@@ -39,6 +40,7 @@ def evaluate(
     total: int | None = None,
 ) -> Evaluation:
     """Metric(s) of `model` over `batches`; masked LM gives recall@1 over masked positions.
+    Under torch.distributed, each process passes its own share of the examples.
 
     Example:
         >>> result = evaluate(model, data.batches(64), data.kind, task.metric)
@@ -57,7 +59,16 @@ def evaluate(
             references.append(outputs.references.cpu())
             total_loss += float(outputs.losses.sum())
             count += outputs.losses.shape[0]
-    metrics = compute_metrics(
-        metric, torch.cat(predictions).numpy(), torch.cat(references).numpy()
-    )
+    # Under torch.distributed each process scored its own share: pool them before the metric
+    # (MCC, F1 and correlations are not means of per-process values).
+    predictions = gather_across_processes(_concatenated(predictions))
+    references = gather_across_processes(_concatenated(references))
+    totals = sum_across_processes(torch.tensor([total_loss, count], dtype=torch.float64,
+                                               device=device))
+    total_loss, count = float(totals[0]), int(totals[1])
+    metrics = compute_metrics(metric, predictions.numpy(), references.numpy())
     return Evaluation(metrics, MAIN_METRIC[metric], total_loss / max(count, 1), count)
+
+
+def _concatenated(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from headcount.arch import head_layout
+from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
@@ -92,7 +93,9 @@ def head_importance(
     """Exact per-example head importance of `model` on `batches` of a task of `kind`.
 
     `shared` (default: True for ALBERT) gives one score per head shared by all layer
-    applications; `shared=False` on ALBERT scores each application separately.
+    applications; `shared=False` on ALBERT scores each application separately. Under
+    torch.distributed, each process passes its own share of the examples (see
+    `distributed.shard`) and the result covers all of them.
 
     Example:
         >>> data = prepare_data(task, tokenizer, model.config, split="train", fraction=0.2)
@@ -119,6 +122,10 @@ def head_importance(
             total_abs += gradient.abs().sum(dim=0, dtype=torch.float64)
             total_loss += losses.detach().sum(dtype=torch.float64)
             count += size
+    # Under torch.distributed each process saw its own share of the examples: add them up.
+    sum_across_processes(total_abs)
+    sum_across_processes(total_loss)
+    count = int(sum_across_processes(torch.tensor([count], device=device)).item())
     if count == 0:
         raise ConfigError("no batches to estimate importance on")
     raw = (total_abs / count).float().cpu()

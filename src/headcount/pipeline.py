@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from headcount.arch import architecture_signature, head_layout
 from headcount.data import EncodedData, prepare_data
+from headcount.distributed import rank_and_world
 from headcount.errors import ConfigError
 from headcount.evaluate import evaluate
 from headcount.importance import check_normalization, head_importance
@@ -50,19 +51,22 @@ def load_for_task(model: str, task: Task, *, device=None, seed: int = 0) -> Load
 
 
 def prepare_for(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedData:
+    """The task's examples for this model; under torch.distributed, this process's share
+    (the library functions then combine the processes' sums)."""
     return prepare_data(
         task, loaded.tokenizer, loaded.model.config, split=options.split,
         max_length=options.max_length, fraction=options.fraction,
         max_examples=options.max_examples, seed=options.seed,
-    )
+    ).for_this_process()
 
 
-def data_record(model: str, options: DataOptions, data: EncodedData) -> dict:
+def data_record(model: str, options: DataOptions, data: EncodedData, num_examples: int) -> dict:
     return {
         "model": model,
         "task": options.task,
         "split": options.split,
-        "num_examples": len(data),
+        "num_examples": num_examples,
+        "processes": rank_and_world()[1],
         "label_mapping": data.label_mapping,
         "options": {k: v for k, v in asdict(options).items() if k not in ("task", "split")},
     }
@@ -88,7 +92,7 @@ def importance_job(
     )
     layers, heads = result.raw.shape
     return {
-        **data_record(model, options, data),
+        **data_record(model, options, data, result.num_examples),
         "normalize": normalize_method,
         "shared_across_layers": result.shared,
         "layers": layers,
@@ -113,10 +117,74 @@ def evaluate_job(model: str, options: DataOptions, *, device=None, progress: boo
         progress=progress, total=data.num_batches(options.batch_size),
     )
     return {
-        **data_record(model, options, data),
+        **data_record(model, options, data, result.num_examples),
         "metrics": result.metrics,
         "main_metric": result.main,
         "mean_loss": result.mean_loss,
         "new_head": loaded.new_head,
         "versions": versions(),
     }
+
+
+def finetune_job(
+    model: str, options: DataOptions, config, out: str, *, eval_split: str = "dev",
+    device: str | None = None, progress: bool = False,
+) -> dict:
+    """Fine-tune a checkpoint on a task's training split, score it on `eval_split`, and save
+    checkpoint + `metrics.json` to `out` (atomically, from the main process).
+
+    Example:
+        >>> finetune_job("base/", DataOptions("rte", data_dir=glue), TrainingConfig(seed=1),
+        ...              "runs/rte-seed1")
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    from headcount.checkpoints import check_empty_target, save_pruned_atomically
+    from headcount.finetune import config_record, finetune
+
+    config.validate()
+    check_empty_target(out)
+    task = options.resolve()
+    if task.is_mlm:
+        raise ConfigError(
+            f"fine-tuning is for classification and regression tasks, not {task.name}")
+    accelerator = Accelerator(
+        cpu=device == "cpu" or not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True))
+    loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
+    train = prepare_data(
+        task, loaded.tokenizer, loaded.model.config, split=options.split,
+        max_length=options.max_length, fraction=options.fraction,
+        max_examples=options.max_examples, seed=options.seed,
+    )  # not sharded: the accelerator splits every batch across processes
+    result = finetune(loaded.model, train, config, accelerator=accelerator, progress=progress)
+    dev_options = replace(options, split=eval_split, fraction=None, max_examples=None)
+    dev = prepare_for(loaded, task, dev_options)
+    evaluation = evaluate(loaded.model, dev.batches(options.batch_size), dev.kind, task.metric,
+                          progress=progress, total=dev.num_batches(options.batch_size))
+    record = {
+        "model": model,
+        "task": options.task,
+        "seed": config.seed,
+        "training": config_record(config),
+        "data": {k: v for k, v in asdict(options).items() if k != "task"},
+        "train_examples": len(train),
+        "steps": result.steps,
+        "train_loss_last_epoch": result.mean_loss_last_epoch,
+        "seconds": result.seconds,
+        "examples_per_second": result.examples_per_second,
+        "trainable_parameters": result.trainable_parameters,
+        "frozen_parameters": result.frozen_parameters,
+        "processes": accelerator.num_processes,
+        "eval_split": eval_split,
+        "eval_examples": evaluation.num_examples,
+        "metrics": evaluation.metrics,
+        "main_metric": evaluation.main,
+        "eval_loss": evaluation.mean_loss,
+        "versions": versions(),
+    }
+    if accelerator.is_main_process:
+        save_pruned_atomically(loaded.model, out, loaded.tokenizer, {"metrics.json": record})
+    accelerator.wait_for_everyone()
+    return record

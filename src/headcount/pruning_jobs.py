@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from headcount.arch import architecture_signature, head_layout
-from headcount.checkpoints import save_pruned_atomically
+from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError, HeadcountError
 from headcount.evaluate import evaluate
 from headcount.importance import check_normalization, head_importance, normalize
@@ -181,8 +181,7 @@ def prune_job(
         raise ConfigError(f"--ratio {ratio} is outside [0, 1]")
     if normalize_method is not None:
         check_normalization(normalize_method)
-    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
-        raise HeadcountError(f"--out {out} exists and is not an empty directory")
+    check_empty_target(out)
     loaded = load_model(model, CHECKPOINT_HEAD, device=device or "cpu")
     scores, record = read_scores(scores_path, loaded.model)
     normalize_method = normalize_method or record.get("normalize", "l1")

@@ -1,0 +1,372 @@
+"""Attention drift and feature drift between a pre-trained and a fine-tuned model.
+
+Both models read the same inputs (section 5 and Figure 4 of the reference study):
+
+- **Attention drift** of head h in layer application l: the Jensen–Shannon divergence, with
+  log base 2 (so it lies in [0, 1]), between the two models' attention distributions of each
+  real (non-padding) query token over the real key positions,
+
+      JS(P, Q) = ½ KL(P ‖ M) + ½ KL(Q ‖ M),   M = ½ (P + Q),   0 · log 0 = 0,
+
+  averaged over the real query tokens of each example, then over examples. Per layer: the
+  mean and the max over heads.
+- **Feature drift** of layer l: the L2 distance ‖h_pre − h_ft‖₂ between the hidden states
+  after layer l, per real token, averaged over the tokens of each example, then over
+  examples. The same distance for the input of the first layer (the embeddings output;
+  ALBERT: the embeddings projected to the hidden size) is reported separately.
+
+Special tokens ([CLS], [SEP], <s>, ...) are real tokens; only padding is excluded, on both
+the query and the key side. Attention probabilities exist only under the eager attention
+implementation: load both models with `attn_implementation="eager"`. They are read with
+forward hooks on each attention module (the one `arch.attention_blocks` names), so ALBERT's
+one shared layer gives one row per layer application, and a physically pruned layer whose
+every head was removed gives a row of nulls (transformers' own `output_attentions` tuple
+skips such a layer). Heads are indexed by their original position; removed heads are
+null (NaN in tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headcount.arch import (
+    HeadLayout,
+    architecture_signature,
+    attention_blocks,
+    encoder_of,
+    head_layout,
+)
+from headcount.errors import HeadcountError, UnsupportedModelError
+from headcount.forward import batches_on_device, eval_mode
+from headcount.io import versions
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+AVERAGING = (
+    "js: per head, the Jensen-Shannon divergence (log base 2, in [0, 1]) between the two "
+    "models' attention distributions of each real (non-padding) query token over the real "
+    "key positions (restricted and renormalised), averaged over the real query tokens of "
+    "each example, then over examples; js_layer_mean/js_layer_max: mean/max over the heads "
+    "of a layer. l2: per layer, the L2 distance between the two models' hidden states after "
+    "that layer, per real token, averaged over the tokens of each example, then over "
+    "examples; l2_embeddings: the same for the input of the first layer (embeddings output)."
+)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Attention and feature drift, averaged over real tokens of each example, then examples.
+
+    `js` is `[layer applications, heads]` (float64; NaN for physically removed heads),
+    `l2` is `[layer applications]`, `l2_embeddings` the distance of the first layer's input.
+    """
+
+    js: torch.Tensor
+    l2: torch.Tensor
+    l2_embeddings: float
+    num_examples: int
+    shared: bool
+
+    def js_layer_mean(self) -> list[float | None]:
+        """Mean JS over the heads present in each layer (None for a layer with none)."""
+        return [_none_if_nan(row[~row.isnan()].mean()) for row in self.js]
+
+    def js_layer_max(self) -> list[float | None]:
+        """Max JS over the heads present in each layer (None for a layer with none)."""
+        return [_none_if_nan(row[~row.isnan()].max()) if (~row.isnan()).any() else None
+                for row in self.js]
+
+
+def _none_if_nan(value: torch.Tensor | float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Jensen–Shannon divergence (log base 2, in [0, 1]) between distributions along `dim`.
+
+    JS(P, Q) = ½ KL(P ‖ M) + ½ KL(Q ‖ M) with M = ½ (P + Q) and 0 · log 0 = 0. No epsilon is
+    added: identical inputs give exactly 0, disjoint supports exactly 1 (up to rounding).
+
+    Example:
+        >>> js_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+        tensor(1.)
+    """
+    m = (p + q) / 2
+
+    def kl_to_m(x: torch.Tensor) -> torch.Tensor:
+        # x > 0 implies m > 0; where x == 0 the term is 0 whatever m is.
+        safe_m = torch.where(x > 0, m, torch.ones_like(m))
+        return torch.xlogy(x, x / safe_m).sum(dim)
+
+    return (kl_to_m(p) + kl_to_m(q)) / (2 * math.log(2))
+
+
+def _shape(model: nn.Module) -> tuple[HeadLayout, dict]:
+    return head_layout(model), architecture_signature(model)
+
+
+def check_same_shape(
+    pretrained: nn.Module, finetuned: nn.Module, names: tuple[str, str] = ("pretrained",
+                                                                          "finetuned"),
+) -> HeadLayout:
+    """The shared head layout of two models, or a HeadcountError naming what differs:
+    family, layer applications, heads per layer, hidden size or the heads kept by pruning."""
+    (layout_a, sig_a), (layout_b, sig_b) = _shape(pretrained), _shape(finetuned)
+    differences = []
+    for label, a, b in (
+        ("family", sig_a["family"], sig_b["family"]),
+        ("layers", layout_a.num_layers, layout_b.num_layers),
+        ("heads per layer", layout_a.num_heads, layout_b.num_heads),
+        ("hidden size", sig_a["hidden_size"], sig_b["hidden_size"]),
+    ):
+        if a != b:
+            differences.append(f"{label} {a} vs {b}")
+    if not differences and layout_a.kept != layout_b.kept:
+        rows = [i for i, (a, b) in enumerate(zip(layout_a.kept, layout_b.kept, strict=True))
+                if a != b]
+        differences.append(
+            f"heads kept (pruned differently) in layer(s) {', '.join(map(str, rows[:5]))}"
+            f"{', ...' if len(rows) > 5 else ''}"
+        )
+    if differences:
+        raise HeadcountError(
+            f"cannot compare models of different shapes: {'; '.join(differences)} "
+            f"({names[0]} vs {names[1]})"
+        )
+    return layout_a
+
+
+@contextmanager
+def _recording_attention(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
+    """Attention probabilities `[batch, heads present, queries, keys]` of every attention
+    application during the block, in order (ALBERT's shared module fires once per layer)."""
+    recorded: list[torch.Tensor | None] = []
+
+    def hook(module, args, output):
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        recorded.append(weights)
+
+    handles = [block.attention.register_forward_hook(hook) for block in attention_blocks(model)]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run(model: nn.Module, batch: dict[str, torch.Tensor], layout: HeadLayout, name: str):
+    """(attention per layer application, hidden states [input of layer 0, after each layer])."""
+    device = next(model.parameters()).device
+    inputs = {key: batch[key].to(device) for key in _MODEL_INPUTS if key in batch}
+    with _recording_attention(model) as attentions:
+        output = encoder_of(model)(**inputs, output_hidden_states=True, return_dict=True)
+    hidden = output.hidden_states
+    if len(attentions) != layout.num_layers or hidden is None \
+            or len(hidden) != layout.num_layers + 1:
+        raise RuntimeError(
+            f"{name}: expected {layout.num_layers} attention applications and "
+            f"{layout.num_layers + 1} hidden states, got {len(attentions)} and "
+            f"{None if hidden is None else len(hidden)}"
+        )
+    for layer, weights in enumerate(attentions):
+        if weights is None and layout.kept_in_application(layer):
+            raise UnsupportedModelError(
+                f"{name} returned no attention probabilities (layer {layer}): load it with "
+                "attn_implementation='eager'; SDPA and flash attention do not compute them"
+            )
+    return attentions, hidden
+
+
+def _restricted(attention: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Attention `[batch, heads, q, k]` restricted to real keys (`keys` `[batch, k]`, 0/1)
+    and renormalised (a row whose mass is all on padding stays all zero)."""
+    probs = attention.to(torch.float64) * keys[:, None, None, :]
+    total = probs.sum(dim=-1, keepdim=True)
+    return probs / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _per_example_mean(values: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over the real positions (last dim) of each example: `values` `[batch, ..., seq]`,
+    `real` `[batch, seq]` 0/1 float64; returns `[batch, ...]`."""
+    shape = (real.shape[0],) + (1,) * (values.dim() - 2) + (real.shape[1],)
+    counts = real.sum(dim=-1).clamp(min=1).view(shape[:-1])
+    return (values * real.view(shape)).sum(dim=-1) / counts
+
+
+@torch.inference_mode()
+def attention_drift(
+    pretrained: nn.Module,
+    finetuned: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    names: tuple[str, str] = ("pretrained", "finetuned"),
+    progress: bool = False,
+    total: int | None = None,
+) -> Drift:
+    """JS divergence of every head's attention and L2 distance of every layer's hidden
+    states between two models of the same shape, on the same `batches`.
+
+    Both models may carry any task head (only their encoders run) and must use the eager
+    attention implementation. Each quantity is averaged over the real (non-padding) tokens
+    of each example, then over examples; sums are kept in float64. Padding never changes
+    the result: padded queries are not averaged and padded keys are dropped from every
+    distribution (which is renormalised over the real keys).
+
+    Example:
+        >>> drift = attention_drift(pre, fine, data.batches(32))
+        >>> drift.js.shape, drift.l2.shape
+        (torch.Size([12, 12]), torch.Size([12]))
+    """
+    layout = check_same_shape(pretrained, finetuned, names)
+    layers, heads = layout.num_layers, layout.num_heads
+    device = next(pretrained.parameters()).device
+    js_sums = torch.zeros(layers, heads, dtype=torch.float64, device=device)
+    l2_sums = torch.zeros(layers + 1, dtype=torch.float64, device=device)
+    count = 0
+    with eval_mode(pretrained), eval_mode(finetuned):
+        for batch in batches_on_device(batches, device, desc="drift", progress=progress,
+                                       total=total):
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask")
+            real = (torch.ones_like(ids) if mask is None else mask).to(torch.float64)
+            attention_a, hidden_a = _run(pretrained, batch, layout, names[0])
+            attention_b, hidden_b = _run(finetuned, batch, layout, names[1])
+            for layer in range(layers):
+                kept = list(layout.kept_in_application(layer))
+                if not kept:
+                    continue
+                p = _restricted(attention_a[layer], real)
+                q = _restricted(attention_b[layer].to(device), real)
+                if p.shape != q.shape or p.shape[1] != len(kept):
+                    raise RuntimeError(f"layer {layer}: attention shapes {tuple(p.shape)} and "
+                                       f"{tuple(q.shape)} for {len(kept)} heads")
+                per_query = js_divergence(p, q)  # [batch, heads present, queries]
+                js_sums[layer, kept] += _per_example_mean(per_query, real).sum(dim=0)
+            for index, (a, b) in enumerate(zip(hidden_a, hidden_b, strict=True)):
+                distance = (a.to(torch.float64) - b.to(device, torch.float64)).norm(dim=-1)
+                l2_sums[index] += _per_example_mean(distance, real).sum()
+            count += ids.shape[0]
+    if count == 0:
+        raise HeadcountError("no examples to compare")
+    js = (js_sums / count).cpu()
+    for layer in range(layers):
+        missing = sorted(set(range(heads)) - set(layout.kept_in_application(layer)))
+        js[layer, missing] = float("nan")
+    l2 = (l2_sums / count).cpu()
+    return Drift(js=js, l2=l2[1:], l2_embeddings=float(l2[0]), num_examples=count,
+                 shared=layout.shared_layers)
+
+
+def check_same_vocabulary(tokenizer_a, tokenizer_b, names: tuple[str, str]) -> None:
+    """Refuse tokenizers of different sizes (the models would read different token ids);
+    warn when the sizes agree but the vocabularies do not."""
+    size_a, size_b = len(tokenizer_a), len(tokenizer_b)
+    if size_a != size_b:
+        raise HeadcountError(
+            f"the tokenizers differ: {names[0]} has {size_a} tokens, {names[1]} has {size_b}; "
+            "both models must read the same token ids"
+        )
+    if tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+        warnings.warn(
+            f"the tokenizers of {names[0]} and {names[1]} have the same size but different "
+            f"vocabularies; inputs are tokenised with {names[0]}'s",
+            stacklevel=3,
+        )
+
+
+def _unlabelled(task):
+    """The task with every label replaced by class 0: drift does not use labels, and this
+    way a checkpoint whose head does not fit the task (a pre-trained model's default
+    two-label config on MNLI, a classifier on STS-B) can still tokenise its inputs."""
+    from headcount.tasks.registry import CLASSIFICATION, MLM
+
+    if task.kind == MLM:
+        return task
+    load = task.load
+
+    def load_inputs(split):
+        return [replace(example, label=0) for example in load(split)]
+
+    return replace(task, kind=CLASSIFICATION, label_names=(), load=load_inputs)
+
+
+def drift_job(
+    pretrained: str, finetuned: str, options, *, device=None, progress: bool = False,
+) -> dict:
+    """Load both checkpoints (eager attention, their own heads), tokenise the task's inputs
+    with the first model's tokenizer, measure the drift; the `drift.json` record.
+
+    `options` is a `pipeline.DataOptions`; labels are not used.
+
+    Example:
+        >>> record = drift_job("roberta-base", "ckpt/sst2", DataOptions("sst2", split="dev"))
+        >>> record["js_layer_mean"]
+    """
+    from headcount.data import prepare_data
+    from headcount.models import CHECKPOINT_HEAD, load_model, resolve_device
+
+    task = options.resolve()
+    target = resolve_device(device)
+    names = (pretrained, finetuned)
+    first = load_model(pretrained, CHECKPOINT_HEAD, device=target, attn_implementation="eager")
+    second = load_model(finetuned, CHECKPOINT_HEAD, device=target, attn_implementation="eager")
+    layout = check_same_shape(first.model, second.model, names)
+    check_same_vocabulary(first.tokenizer, second.tokenizer, names)
+    data = prepare_data(
+        _unlabelled(task), first.tokenizer, first.model.config, split=options.split,
+        max_length=options.max_length, fraction=options.fraction,
+        max_examples=options.max_examples, seed=options.seed,
+    )
+    drift = attention_drift(
+        first.model, second.model, data.batches(options.batch_size), names=names,
+        progress=progress, total=data.num_batches(options.batch_size),
+    )
+    return {
+        "pretrained": pretrained,
+        "finetuned": finetuned,
+        "task": options.task,
+        "split": options.split,
+        "num_examples": drift.num_examples,
+        "layers": layout.num_layers,
+        "heads": layout.num_heads,
+        "shared_across_layers": layout.shared_layers,
+        "architecture": architecture_signature(first.model),
+        "js": [[_none_if_nan(value) for value in row] for row in drift.js],
+        "js_layer_mean": drift.js_layer_mean(),
+        "js_layer_max": drift.js_layer_max(),
+        "l2": [float(value) for value in drift.l2],
+        "l2_embeddings": drift.l2_embeddings,
+        "averaging": AVERAGING,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("task", "split")},
+        "versions": versions(),
+    }
+
+
+DRIFT_KEYS = ("js", "js_layer_mean", "js_layer_max", "l2", "l2_embeddings", "layers", "heads",
+              "task")
+
+
+def read_drift(path: str | Path) -> dict:
+    """A `drift.json` record of `headcount compare`, checked for the keys the analyses use."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadcountError(f"drift file not found: {path}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HeadcountError(f"{path} is not JSON: {error}") from None
+    if not isinstance(record, dict) or not all(key in record for key in DRIFT_KEYS):
+        raise HeadcountError(
+            f"{path} is not a drift.json of `headcount compare` (needs {', '.join(DRIFT_KEYS)})"
+        )
+    return record
