@@ -182,6 +182,26 @@ def _finetune(args) -> None:
           f"{metrics}; wrote {args.out}")
 
 
+def _recall(args) -> None:
+    from headcount.io import check_output_path
+    from headcount.recall import recall_curve, write_recall_csv
+
+    check_output_path(args.out)
+    rows = recall_curve(args.pretrain, args.downstream, threshold=args.threshold,
+                        step=args.step)
+    write_recall_csv(args.out, rows)
+    for row in rows:
+        print(f"x={row['x']:.2f}: recall {row['recall_mean']:.3f} ± {row['recall_std']:.3f} "
+              f"(n={row['n']})")
+    print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def _plot_recall(args) -> None:
+    from headcount.plotting import save_recall_figure
+
+    print(f"wrote {save_recall_figure(args.recalls, args.out)}")
+
+
 def _add_finetune_parser(commands) -> None:
     finetune = commands.add_parser(
         "finetune", help="fine-tune for sequence classification/regression (accelerate)",
@@ -247,6 +267,26 @@ def _add_curve_parser(commands) -> None:
     plot_curve.add_argument("curves", nargs="+", help="curve CSV files")
     plot_curve.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
     plot_curve.set_defaults(run=_plot_curve)
+
+    plot_recall = kinds.add_parser("recall", help="recall of important heads vs x (Figure 3)")
+    plot_recall.add_argument("recalls", nargs="+", help="recall CSV files (one line each)")
+    plot_recall.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
+    plot_recall.set_defaults(run=_plot_recall)
+
+    recall = commands.add_parser(
+        "recall", help="recall of downstream-important heads kept by pre-train pruning",
+        description="Recall_t(x) = |H_x^(p) & H_t^(d)| / |H_t^(d)| (Eq. 5 of Chiang & Chen) "
+                    "from pruning curves; mean and std over seeds.",
+    )
+    recall.add_argument("--pretrain", nargs="+", required=True,
+                        help="masked-LM curve CSV(s), heads pruned in pre-train importance order")
+    recall.add_argument("--downstream", nargs="+", required=True,
+                        help="downstream curve CSV(s), pruned in downstream importance order")
+    recall.add_argument("--threshold", type=float, default=0.9,
+                        help="relative downstream performance t defining H_t^(d) (default 0.9)")
+    recall.add_argument("--step", type=float, default=0.05, help="grid step of x")
+    recall.add_argument("--out", required=True, help="recall.csv to write")
+    recall.set_defaults(run=_recall)
 
     from headcount.drift_cli import add_drift_commands
 

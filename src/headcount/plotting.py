@@ -86,26 +86,65 @@ def save_curve_figure(paths: list[str], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    if out.suffix.lower() not in FIGURE_FORMATS:
-        raise HeadcountError(
-            f"--out {out}: unsupported figure format '{out.suffix}'; use one of "
-            f"{', '.join(FIGURE_FORMATS)}"
-        )
-    if not out.parent.is_dir():
-        raise HeadcountError(f"output directory does not exist: {out.parent}")
+    out = _check_figure_path(out)
     rows = []
     for path in paths:
         for row in read_curve_csv(path):
             rows.append({**row, "source": str(path)})
     figure, ax = plt.subplots(figsize=(6.4, 5))
     plot_curves(rows, ax)
-    figure.tight_layout()
-    staging = out.with_name(f".{out.name}.tmp{out.suffix}")
-    figure.savefig(staging, dpi=150)
-    plt.close(figure)
-    staging.replace(out)
-    return out
+    return _save_figure(figure, out)
+
+
+def read_recall_csv(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise HeadcountError(f"recall file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    needed = {"x", "recall_mean", "recall_std", "threshold"}
+    if not rows or not needed <= set(rows[0]):
+        raise HeadcountError(f"{path} is not a headcount recall CSV (columns {sorted(needed)})")
+    return rows
+
+
+def plot_recall(curves: dict[str, list[dict]], ax=None):
+    """Recall vs relative pre-train performance x (Figure 3): one line per recall CSV
+    (label: its name), the mean over seeds with ± one standard deviation shaded."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 5))
+    for index, (label, rows) in enumerate(curves.items()):
+        x = [float(r["x"]) for r in rows]
+        mean = [float(r["recall_mean"]) for r in rows]
+        std = [float(r["recall_std"]) for r in rows]
+        colour = _TASK_COLOURS[index % len(_TASK_COLOURS)]
+        ax.plot(x, mean, color=colour, label=label)
+        ax.fill_between(x, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)],
+                        color=colour, alpha=0.2, linewidth=0)
+    threshold = float(next(iter(curves.values()))[0]["threshold"])
+    ax.set_xlabel("relative pre-train (masked LM) performance x")
+    ax.set_ylabel(f"recall of heads needed for {threshold:.0%} downstream performance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
+
+
+def save_recall_figure(paths: list[str], out: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = _check_figure_path(out)
+    curves = {Path(path).stem: read_recall_csv(path) for path in paths}
+    figure, ax = plt.subplots(figsize=(6.4, 5))
+    plot_recall(curves, ax)
+    return _save_figure(figure, out)
 
 
 # Attention drift and its correlation with importance (Figures 4 and 6).
