@@ -445,7 +445,7 @@ BAD_CURVES = {
     "missing scores file": (lambda env: ["--scores", env["tmp"] / "nope.json"],
                             ["not found", "nope.json"]),
     "scores not json": (lambda env: ["--scores", _write(env["tmp"] / "s.json", "raw: 1\n")],
-                        ["s.json", "not a headcount scores.json"]),
+                        ["s.json", "is not JSON"]),
 }
 
 

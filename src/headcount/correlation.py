@@ -14,7 +14,6 @@ and the record says so (`js_reduction`).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -22,34 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from headcount.errors import HeadcountError
-from headcount.io import versions
+from headcount.io import read_json_record, read_scores_record, versions
 
-SCORES_KEYS = ("scores", "raw_scores", "layers", "heads")
 MIN_HEADS = 3
-
-
-def read_scores(path: str | Path) -> dict:
-    """A `scores.json` record of `headcount importance`, checked for the keys used here."""
-    record = _read_json(path, "scores file")
-    if not all(key in record for key in SCORES_KEYS):
-        raise HeadcountError(
-            f"{path} is not a scores.json of `headcount importance` "
-            f"(needs {', '.join(SCORES_KEYS)})"
-        )
-    return record
-
-
-def _read_json(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"{what} not found: {path}")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HeadcountError(f"{path} is not JSON: {error}") from None
-    if not isinstance(record, dict):
-        raise HeadcountError(f"{path} is not a headcount {what}")
-    return record
 
 
 def _finite_or_none(value) -> float | None:
@@ -186,7 +160,8 @@ def correlate_job(scores_paths: list[str], drift_path: str, *, raw: bool = False
         raise HeadcountError("give at least one --scores file")
     drift = read_drift(drift_path)
     records = [
-        correlation_record(read_scores(path), drift, raw=raw, names=(str(path), str(drift_path)))
+        correlation_record(read_scores_record(path), drift, raw=raw,
+                           names=(str(path), str(drift_path)))
         for path in scores_paths
     ]
     return {
@@ -201,7 +176,7 @@ def correlate_job(scores_paths: list[str], drift_path: str, *, raw: bool = False
 
 def read_correlation(path: str | Path) -> dict:
     """A `corr.json` record of `headcount correlate`."""
-    record = _read_json(path, "correlation file")
+    record = read_json_record(path, "correlation file")
     records = record.get("records")
     if not isinstance(records, list) or not records or not all(
             isinstance(r, dict) and "points" in r for r in records):

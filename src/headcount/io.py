@@ -50,6 +50,34 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
+def read_json_record(path: str | Path, what: str) -> dict:
+    """A JSON object from `path`, or a one-line HeadcountError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadcountError(f"{what} not found: {path}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HeadcountError(f"{path} is not JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise HeadcountError(f"{path} is not a headcount {what}")
+    return record
+
+
+SCORES_KEYS = ("scores", "raw_scores", "layers", "heads")
+
+
+def read_scores_record(path: str | Path, required: tuple[str, ...] = SCORES_KEYS) -> dict:
+    """A `scores.json` of `headcount importance`, checked for the `required` keys."""
+    record = read_json_record(path, "scores file")
+    if not all(key in record for key in required):
+        raise HeadcountError(
+            f"{path} is not a scores.json of `headcount importance` "
+            f"(needs {', '.join(required)})"
+        )
+    return record
+
+
 def _git_hash() -> str | None:
     """Commit of the headcount source tree, when it runs from a git checkout."""
     try:

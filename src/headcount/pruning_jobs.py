@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError, HeadcountError
 from headcount.evaluate import evaluate
 from headcount.importance import check_normalization, head_importance, normalize
-from headcount.io import write_atomic
+from headcount.io import read_scores_record, write_atomic
 from headcount.models import CHECKPOINT_HEAD, load_model
 from headcount.pipeline import DataOptions, load_for_task, prepare_for
 from headcount.pruning import (
@@ -37,14 +36,11 @@ CURVE_COLUMNS = (
 
 def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
     """Raw scores from a `scores.json`, checked against `model`'s heads."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"scores file not found: {path}")
+    record = read_scores_record(path, required=("raw_scores",))
     try:
-        record = json.loads(path.read_text())
         raw = torch.tensor(record["raw_scores"], dtype=torch.float32)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise HeadcountError(f"{path} is not a headcount scores.json ({error})") from None
+    except (TypeError, ValueError) as error:
+        raise HeadcountError(f"{path}: raw_scores is not a table of numbers ({error})") from None
     signature = architecture_signature(model)
     theirs = record.get("architecture")
     if theirs is not None and not isinstance(theirs, dict):
