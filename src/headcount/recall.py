@@ -41,16 +41,23 @@ class CurveSteps:
 
 def curve_steps(path: str | Path) -> list[CurveSteps]:
     """One CurveSteps per seed in a curve CSV (one file may hold several seeds)."""
+    return curve_steps_from_rows(read_curve_csv(path), str(path))
+
+
+def curve_steps_from_rows(rows: list[dict], source: str) -> list[CurveSteps]:
+    """One CurveSteps per seed from curve rows (as read from CSV, or as `curve_rows` made
+    them)."""
+    path = source
     by_seed: dict[str, list[dict]] = {}
-    for row in read_curve_csv(path):
-        if row["main"] == "True":
-            by_seed.setdefault(row["seed"], []).append(row)
+    for row in rows:
+        if row["main"] in (True, "True"):
+            by_seed.setdefault(str(row["seed"]), []).append(row)
     curves = []
     for seed, rows in sorted(by_seed.items()):
         steps = []
         totals = set()
         for row in rows:
-            pruned = frozenset(row.get("pruned_heads", "").split())
+            pruned = frozenset((row.get("pruned_heads") or "").split())
             totals.add(int(row["heads_remaining"]) + len(pruned))
             steps.append((float(row["ratio_pruned"]), float(row["relative"]), pruned))
         if len(totals) != 1:
@@ -94,12 +101,18 @@ def pair_curves(pretrain: list[CurveSteps], downstream: list[CurveSteps]):
 def recall_curve(pretrain_paths: list[str], downstream_paths: list[str], *,
                  threshold: float = 0.9, step: float = 0.05) -> list[dict]:
     """Rows x, recall_mean, recall_std (population std over seeds), n, per-seed values."""
+    pretrain = [c for path in pretrain_paths for c in curve_steps(path)]
+    downstream = [c for path in downstream_paths for c in curve_steps(path)]
+    return recall_rows(pretrain, downstream, threshold=threshold, step=step)
+
+
+def recall_rows(pretrain: list[CurveSteps], downstream: list[CurveSteps], *,
+                threshold: float = 0.9, step: float = 0.05) -> list[dict]:
+    """The recall curve over x of paired curves (see `pair_curves`)."""
     if not 0 < step <= 1:
         raise HeadcountError(f"--step {step} is not in (0, 1]")
     if not 0 < threshold <= 1:
         raise HeadcountError(f"--threshold {threshold} is not in (0, 1]")
-    pretrain = [c for path in pretrain_paths for c in curve_steps(path)]
-    downstream = [c for path in downstream_paths for c in curve_steps(path)]
     pairs = pair_curves(pretrain, downstream)
     rows = []
     for i in range(int(round(1 / step)) + 1):

@@ -1,0 +1,278 @@
+"""The study's units in dependency order, and the tidy rows each contributes.
+
+Per model: its masked-LM checkpoint (fitted if asked), then per seed the pre-train
+importance and curves; per task and seed the fine-tuned checkpoint, downstream importance
+and curves, drift, correlation, freezing and pruned fine-tuning; then recall over seeds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+
+import torch
+
+from headcount.importance import normalize
+from headcount.io import read_json_record
+from headcount.study import (
+    Run,
+    _mlm_options,
+    _options,
+    curve_unit,
+    evaluation_unit,
+    finetune_unit,
+    importance_unit,
+    mlm_checkpoint,
+)
+from headcount.study_config import ModelSpec, TaskSpec
+
+MLM = "mlm"
+
+
+def importance_rows(model: str, task: str, seed: int, record: dict,
+                    normalizations) -> list[dict]:
+    raw = torch.tensor(record["raw_scores"])
+    normalised = {method: normalize(raw, method) for method in ("l1", "l2", "none")}
+    return [
+        {"model": model, "task": task, "seed": seed, "layer": layer, "head": head,
+         "raw": float(raw[layer, head]),
+         **{method: float(normalised[method][layer, head]) for method in normalised}}
+        for layer in range(raw.shape[0]) for head in range(raw.shape[1])
+    ]
+
+
+def finetune_rows(model: str, task: str, seed: int, record: dict, kind: str,
+                  freeze_layers: int = 0) -> list[dict]:
+    return [
+        {"model": model, "task": task, "seed": seed, "kind": kind,
+         "freeze_layers": freeze_layers, "metric": metric, "value": value,
+         "main": metric == record["main_metric"], "steps": record.get("steps"),
+         "seconds": record.get("seconds"),
+         "examples_per_second": record.get("examples_per_second")}
+        for metric, value in record["metrics"].items()
+    ]
+
+
+def _training_config(run: Run, seed: int, freeze_layers: int = 0):
+    from headcount.finetune import TrainingConfig
+
+    spec = run.config.finetune
+    return TrainingConfig(epochs=spec.epochs, learning_rate=spec.lr, batch_size=spec.batch_size,
+                          warmup=spec.warmup, weight_decay=spec.weight_decay,
+                          max_steps=spec.max_steps, freeze_layers=freeze_layers, seed=seed)
+
+
+def _train_options(run: Run, task: TaskSpec, seed: int):
+    spec = run.config.finetune
+    return _options(task, split=task.train_split, fraction=spec.train_fraction,
+                    max_examples=spec.train_max_examples, seed=seed,
+                    batch_size=spec.batch_size, max_length=spec.max_length)
+
+
+def freezing_result(run: Run, model: ModelSpec, task: TaskSpec, seed: int, layers: int) -> dict:
+    from headcount.pipeline import finetune_job
+
+    return finetune_job(model.path, _train_options(run, task, seed),
+                        _training_config(run, seed, layers), None,
+                        eval_split=task.eval_split, device=run.config.device)
+
+
+def pruned_finetune_result(run: Run, task: TaskSpec, seed: int, checkpoint: str,
+                           scores: dict) -> dict:
+    """The fine-tuned model with `ratio` of its heads removed (least important first by the
+    first normalisation of the study), scored before and after fine-tuning it again."""
+    from headcount.evaluate import evaluate
+    from headcount.pipeline import load_for_task, prepare_for, train_and_score
+    from headcount.pruning import least_important_first, take_heads
+    from headcount.removal import remove_heads
+
+    ratio = run.config.analyses.pruned_finetune
+    method = run.config.importance.normalizations[0]
+    options = _train_options(run, task, seed)
+    resolved = options.resolve()
+    loaded = load_for_task(checkpoint, resolved, device=run.config.device, seed=seed)
+    raw = torch.tensor(scores["raw_scores"])
+    layers, heads = raw.shape
+    count = round(ratio * layers * heads)
+    chosen = take_heads(least_important_first(normalize(raw, method)), count,
+                        {layer: heads for layer in range(layers)}, False)
+    remove_heads(loaded.model, chosen)
+    dev = prepare_for(loaded, resolved, _options(task, split=task.eval_split, seed=seed,
+                                                 max_length=options.max_length))
+    before = evaluate(loaded.model, dev.batches(options.batch_size), dev.kind, resolved.metric)
+    after = train_and_score(loaded, resolved, options, _training_config(run, seed),
+                            eval_split=task.eval_split)
+    return {"ratio": ratio, "normalize": method, "heads_removed": len(chosen),
+            "before": {"metrics": before.metrics, "main_metric": before.main},
+            "after": {"metrics": after["metrics"], "main_metric": after["main_metric"]}}
+
+
+def _drift_rows(model: str, task: str, seed: int, record: dict):
+    heads = [{"model": model, "task": task, "seed": seed, "layer": layer, "head": head,
+              "js": value}
+             for layer, row in enumerate(record["js"]) for head, value in enumerate(row)]
+    layers = [{"model": model, "task": task, "seed": seed, "layer": layer,
+               "js_mean": record["js_layer_mean"][layer], "js_max": record["js_layer_max"][layer],
+               "l2": record["l2"][layer]}
+              for layer in range(len(record["l2"]))]
+    return heads, layers
+
+
+def _correlation_rows(run: Run, model: str, task: str, seed: int, drift: dict,
+                      scores: dict[str, dict]) -> list[dict]:
+    from headcount.correlation import correlation_record
+
+    rows = []
+    for kind, record in scores.items():
+        raw = torch.tensor(record["raw_scores"])
+        for method in run.config.importance.normalizations:
+            normalised = {**record, "scores": normalize(raw, method).tolist()}
+            result = correlation_record(normalised, drift, names=(kind, "drift"))
+            rows.append({"model": model, "task": task, "seed": seed, "importance": kind,
+                         "normalize": method,
+                         **{key: result.get(key) for key in (
+                             "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p",
+                             "slope", "intercept")}})
+    return rows
+
+
+def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
+    """Every unit of the study (finished ones skipped); the tables and the report's notes."""
+    config = run.config
+    tables: dict[str, list[dict]] = defaultdict(list)
+    notes: list[str] = []
+    normalizations = config.importance.normalizations
+    imp, prune, analyses = config.importance, config.pruning, config.analyses
+    for model in config.models:
+        mlm_path = mlm_checkpoint(run, model)
+        if model.fit_mlm_head:
+            fitted = read_json_record(run.path("mlm-head", model.name, "mlm_head.json"),
+                                      "MLM head record")
+            notes.append(
+                f"{model.name} has no masked-LM head: one was fitted on its frozen encoder "
+                f"(headcount fit-mlm-head, {fitted.get('steps')} steps); held-out recall@1 "
+                f"{fitted.get('recall_before', float('nan')):.3f} -> "
+                f"{fitted.get('recall_after', float('nan')):.3f}. Pre-train (masked-LM) "
+                "results use this head.")
+        pretrain_curves: dict[str, list[dict]] = defaultdict(list)
+        downstream_curves: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for seed in config.seeds:
+            mlm_scores = importance_unit(
+                run, f"{model.name} masked LM (seed {seed})", mlm_path,
+                _mlm_options(config, split="train", fraction=config.pretrain.importance_fraction,
+                             max_examples=config.pretrain.importance_max_examples, seed=seed,
+                             batch_size=imp.batch_size),
+                run.path("importance", model.name, MLM, f"seed-{seed}.json"))
+            tables["importance"] += importance_rows(model.name, MLM, seed, mlm_scores,
+                                                    normalizations)
+            curve_options = _mlm_options(config, fraction=config.pretrain.curve_fraction,
+                                         max_examples=config.pretrain.curve_max_examples,
+                                         seed=seed, batch_size=prune.batch_size)
+            for method in normalizations:
+                meta = {"model": model.name, "task": MLM, "curve": "pretrain",
+                        "rank_task": MLM, "normalize": method, "schedule": prune.schedule,
+                        "seed": seed}
+                rows = curve_unit(run, f"{model.name} masked LM, {method} (seed {seed})",
+                                  mlm_path, curve_options, mlm_scores, method,
+                                  run.path("curves", model.name, MLM, method,
+                                           f"seed-{seed}.json"), meta)
+                tables["curves"] += rows
+                pretrain_curves[method] += rows
+            for task in config.tasks:
+                checkpoint = str(finetune_unit(run, model, task, seed))
+                tuned = read_json_record(f"{checkpoint}/metrics.json", "fine-tuning record")
+                tables["finetune"] += finetune_rows(model.name, task.name, seed, tuned, "full")
+                scores = importance_unit(
+                    run, f"{model.name} {task.name} (seed {seed})", checkpoint,
+                    _options(task, split=imp.split, fraction=imp.fraction,
+                             max_examples=imp.max_examples, seed=seed,
+                             batch_size=imp.batch_size, max_length=config.finetune.max_length),
+                    run.path("importance", model.name, task.name, f"seed-{seed}.json"))
+                tables["importance"] += importance_rows(model.name, task.name, seed, scores,
+                                                        normalizations)
+                eval_options = _options(task, split=prune.split, fraction=prune.fraction,
+                                        max_examples=prune.max_examples, seed=seed,
+                                        batch_size=prune.batch_size,
+                                        max_length=config.finetune.max_length)
+                for method in normalizations:
+                    meta = {"model": model.name, "task": task.name, "curve": "downstream",
+                            "rank_task": task.name, "normalize": method,
+                            "schedule": prune.schedule, "seed": seed}
+                    rows = curve_unit(run, f"{model.name} {task.name}, {method} (seed {seed})",
+                                      checkpoint, eval_options, scores, method,
+                                      run.path("curves", model.name, task.name, method,
+                                               f"seed-{seed}.json"), meta)
+                    tables["curves"] += rows
+                    downstream_curves[(task.name, method)] += rows
+                if analyses.drift:
+                    drift = evaluation_unit(
+                        run, f"drift {model.name} -> {task.name} (seed {seed})",
+                        run.path("drift", model.name, task.name, f"seed-{seed}.json"),
+                        partial(_drift, run, model, task, seed, checkpoint))
+                    heads, layers = _drift_rows(model.name, task.name, seed, drift)
+                    tables["drift_heads"] += heads
+                    tables["drift_layers"] += layers
+                    if analyses.correlation:
+                        tables["correlation"] += _correlation_rows(
+                            run, model.name, task.name, seed, drift,
+                            {"downstream": scores, "pretrain": mlm_scores})
+                full_value = tuned["metrics"][tuned["main_metric"]]
+                for layers_frozen in analyses.freezing:
+                    result = evaluation_unit(
+                        run, f"{model.name} {task.name} with {layers_frozen} frozen layers "
+                             f"(seed {seed})",
+                        run.path("freezing", model.name, task.name, f"k{layers_frozen}",
+                                 f"seed-{seed}.json"),
+                        partial(freezing_result, run, model, task, seed, layers_frozen))
+                    tables["finetune"] += finetune_rows(model.name, task.name, seed, result,
+                                                        "frozen", layers_frozen)
+                    value = result["metrics"][result["main_metric"]]
+                    tables["freezing"].append({
+                        "model": model.name, "task": task.name, "seed": seed,
+                        "freeze_layers": layers_frozen, "metric": result["main_metric"],
+                        "value": value, "full_value": full_value,
+                        "relative": value / full_value if full_value else None})
+                if analyses.pruned_finetune:
+                    result = evaluation_unit(
+                        run, f"{model.name} {task.name} pruned, before/after fine-tuning "
+                             f"(seed {seed})",
+                        run.path("pruned", model.name, task.name, f"seed-{seed}.json"),
+                        partial(pruned_finetune_result, run, task, seed, checkpoint, scores))
+                    tables["pruned_finetune"] += _pruned_rows(model.name, task.name, seed,
+                                                              tuned, result)
+        if analyses.recall:
+            tables["recall"] += _recall_rows(run, model.name, pretrain_curves,
+                                             downstream_curves)
+    return dict(tables), notes
+
+
+def _drift(run: Run, model: ModelSpec, task: TaskSpec, seed: int, checkpoint: str) -> dict:
+    from headcount.drift import drift_job
+
+    options = _options(task, split=task.eval_split, seed=seed,
+                       max_examples=run.config.analyses.drift_max_examples,
+                       batch_size=run.config.pruning.batch_size,
+                       max_length=run.config.finetune.max_length)
+    return drift_job(model.path, checkpoint, options, device=run.config.device)
+
+
+def _pruned_rows(model: str, task: str, seed: int, tuned: dict, result: dict) -> list[dict]:
+    metric = tuned["main_metric"]
+    full = tuned["metrics"][metric]
+    stages = [("unpruned", full), ("pruned-before", result["before"]["metrics"][metric]),
+              ("pruned-after", result["after"]["metrics"][metric])]
+    return [{"model": model, "task": task, "seed": seed, "ratio": result["ratio"],
+             "stage": stage, "metric": metric, "value": value,
+             "relative": value / full if full else None} for stage, value in stages]
+
+
+def _recall_rows(run: Run, model: str, pretrain_curves, downstream_curves) -> list[dict]:
+    from headcount.recall import curve_steps_from_rows, recall_rows
+
+    rows = []
+    for (task, method), downstream in downstream_curves.items():
+        pretrain = curve_steps_from_rows(pretrain_curves[method], f"{model} masked LM")
+        result = recall_rows(pretrain, curve_steps_from_rows(downstream, f"{model} {task}"),
+                             threshold=run.config.analyses.recall_threshold)
+        rows += [{"model": model, "task": task, "normalize": method, **row} for row in result]
+    return rows

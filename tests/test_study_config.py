@@ -1,0 +1,115 @@
+"""Study configuration: defaults, and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from headcount.errors import ConfigError
+from headcount.study_config import parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[study]
+name = "mini"
+seeds = [0, 1]
+
+[[models]]
+name = "m"
+path = "some/checkpoint"
+
+[[tasks]]
+name = "rte"
+task = "rte"
+
+[pretrain]
+text = "{text}"
+"""
+
+
+def test_minimal_config_gets_the_documented_defaults(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x")
+    config = parse_config(MINIMAL.format(text=text))
+    assert config.seeds == (0, 1)
+    assert config.importance.normalizations == ("l1", "l2", "none")
+    assert config.importance.fraction == 0.2
+    assert config.pruning.step == 0.1 and config.pruning.schedule == "one-shot"
+    assert config.analyses.freezing == (5,) and config.analyses.pruned_finetune == 0.5
+    assert len(config.digest) == 16
+
+
+def test_every_problem_is_reported_together_with_its_key():
+    bad = """
+[study]
+name = "x"
+seeds = [0, 0]
+colour = "red"
+
+[[models]]
+name = "has space"
+path = "p"
+fit_mlm_head = "yes"
+
+[[tasks]]
+name = "t"
+task = "mlm:text"
+
+[pretrain]
+text = "/no/such/text"
+
+[finetune]
+lr = -1
+batch_size = 0
+
+[importance]
+normalizations = ["l3"]
+
+[pruning]
+schedule = "sometimes"
+step = 1.5
+
+[analyses]
+freezing = [0]
+pruned_finetune = 2.0
+"""
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad, "bad.toml")
+    message = str(error.value)
+    expected = [
+        "study.seeds: [0, 0] repeats a seed",
+        "study.colour: unknown key",
+        "models[0].name: 'has space'",
+        "models[0].fit_mlm_head: 'yes' is not true or false",
+        "tasks[0].task: the masked-LM task is [pretrain].text",
+        "pretrain.text: '/no/such/text' does not exist",
+        "finetune.lr: -1.0 is not allowed; allowed: a positive number",
+        "finetune.batch_size: 0 is not allowed; allowed: an integer >= 1",
+        "importance.normalizations: ['l3']; allowed: a non-empty list of l1, l2, none",
+        "pruning.schedule: 'sometimes' is not allowed; allowed: one-shot, iterative",
+        "pruning.step: 1.5 is not allowed; allowed: a number in (0, 1]",
+        "analyses.freezing: [0]",
+        "analyses.pruned_finetune: 2.0 is not allowed",
+    ]
+    for line in expected:
+        assert line in message, line
+    assert message.startswith(f"bad.toml: {len(expected)} problems:")
+
+
+def test_missing_sections_and_invalid_toml():
+    with pytest.raises(ConfigError, match="models: at least one"):
+        parse_config("[study]\nname = 'x'\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[study\n")
+
+
+def test_the_shipped_examples_parse(monkeypatch):
+    monkeypatch.chdir(REPO)
+    if not (REPO.parent / "shared" / "data" / "wikitext-2").is_dir():
+        pytest.skip("shared data not beside the repository")
+    config = parse_config((REPO / "examples" / "glue-local.toml").read_text())
+    assert [t.name for t in config.tasks] == ["rte", "mrpc", "sst2"]
+    with pytest.raises(ConfigError, match=r"pretrain.text: 'data/wikipedia.txt' does not exist"):
+        parse_config((REPO / "examples" / "paper.toml").read_text())  # needs a Wikipedia dump
