@@ -1,5 +1,5 @@
 # Set-up and the two everyday commands. Each target installs what it needs first.
-#   make demo   run the main job offline (real MiniLM weights, real SST-2 sentences)
+#   make demo   run the main job offline: a small study of MiniLM on BBC News, with a report
 #   make test   run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/headcount demo --glue-dir $(SHARED)/data/glue --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/headcount demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs

@@ -105,11 +105,12 @@ def _evaluate(args) -> None:
 
 
 def _demo(args) -> None:
-    from headcount.demo import format_summary, run_demo
+    from headcount.demo import run_demo
 
-    record = run_demo(args.glue_dir, args.out, train_examples=args.train_examples,
-                      seed=args.seed, progress=not args.quiet)
-    print(format_summary(record, args.out))
+    paths = run_demo(args.out, seeds=tuple(args.seeds), device=args.device,
+                     train_examples=args.train_examples, fit_steps=args.fit_steps,
+                     force=args.force, progress=not args.quiet)
+    print(f"demo finished: open {paths['html']} (Markdown: {paths['markdown']})")
 
 
 def _curve(args) -> None:
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     from headcount.demo import add_arguments
 
     demo = commands.add_parser(
-        "demo", help="offline demo: real MiniLM weights and SST-2 sentences, on CPU",
+        "demo", help="offline demo study: MiniLM on BBC News, on CPU, with a report",
     )
     add_arguments(demo)
     demo.set_defaults(run=_demo)
