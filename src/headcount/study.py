@@ -91,10 +91,23 @@ def prepare_run_dir(config: StudyConfig, root: Path, *, force: bool) -> None:
                       != config.digest):
             shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_partial_writes(root / "units")
     if not state_path.exists():
         write_json(state_path, {"name": config.name, "config_digest": config.digest,
                                 "created": datetime.now(UTC).isoformat()})
     write_atomic(root / "config.toml", config.text)
+
+
+def _remove_partial_writes(units: Path) -> None:
+    """Atomic writes stage into hidden files and folders ('.name.xyz') beside their target;
+    a killed run can leave some behind. Nothing else in units/ is hidden."""
+    if not units.exists():
+        return
+    for path in sorted(units.rglob(".*"), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
 
 
 def environment(device: torch.device) -> dict:

@@ -1,0 +1,160 @@
+"""The study runner: a small study end to end, killed midway and resumed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import WIKITEXT_DIR, save_checkpoint
+
+from headcount.cli import main
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["the movie was good", "a bad film", "it is great fun", "boring story",
+         "the acting was terrible", "i love this dog", "not very good", "one cat sat on a mat"]
+# Columns that hold wall-clock measurements: they legitimately differ between runs.
+TIMINGS = {"seconds", "examples_per_second"}
+
+
+def study_toml(checkpoint: Path, data: Path, name: str = "tiny") -> str:
+    return f"""
+[study]
+name = "{name}"
+seeds = [0, 1]
+device = "cpu"
+
+[[models]]
+name = "tiny"
+path = "{checkpoint}"
+
+[[tasks]]
+name = "toy"
+task = "file:{data}"
+text_column = "text"
+label_column = "label"
+
+[pretrain]
+text = "{WIKITEXT_DIR / 'wiki.valid.tokens'}"
+importance_max_examples = 8
+curve_max_examples = 8
+max_length = 32
+
+[finetune]
+epochs = 1
+lr = 1e-3
+batch_size = 8
+max_length = 32
+max_steps = 2
+
+[importance]
+normalizations = ["l1", "none"]
+fraction = "none"
+max_examples = 16
+batch_size = 8
+
+[pruning]
+step = 0.25
+max_examples = 16
+batch_size = 8
+
+[analyses]
+drift_max_examples = 8
+freezing = [1]
+pruned_finetune = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    checkpoint = save_checkpoint(root / "model", head="mlm")
+    data = root / "toy.tsv"
+    rows = [f"{WORDS[i % len(WORDS)]}\t{i % 2}" for i in range(24)]
+    data.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    config = root / "study.toml"
+    config.write_text(study_toml(checkpoint, data))
+    return root, config
+
+
+def read_tables(run: Path) -> dict[str, list[dict]]:
+    tables = {}
+    for path in sorted((run / "tables").glob("*.csv")):
+        with path.open() as file:
+            tables[path.stem] = [{k: v for k, v in row.items() if k not in TIMINGS}
+                                 for row in csv.DictReader(file)]
+    return tables
+
+
+def run_cli(config: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "headcount.cli", "study", str(config),
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    root, config = setup
+    out = root / "whole"
+    assert main(["study", str(config), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_the_run_directory_has_tables_figures_and_report(uninterrupted):
+    for name in ("config.toml", "environment.json", "report.html", "report.md"):
+        assert (uninterrupted / name).is_file(), name
+    tables = read_tables(uninterrupted)
+    for name in ("finetune", "importance", "curves", "recall", "drift_heads", "drift_layers",
+                 "correlation", "freezing", "pruned_finetune"):
+        assert tables.get(name), name
+        assert (uninterrupted / "tables" / f"{name}.parquet").is_file()
+    curves = tables["curves"]
+    assert {row["curve"] for row in curves} == {"downstream", "pretrain"}
+    assert {row["seed"] for row in curves} == {"0", "1"}
+    figures = list((uninterrupted / "figures").glob("*.png"))
+    assert figures and all(f.with_suffix(".svg").is_file() for f in figures)
+
+
+def test_a_killed_study_resumes_to_the_same_result(setup, uninterrupted):
+    root, config = setup
+    out = root / "killed"
+    process = run_cli(config, out)
+    # Kill it as soon as some units are finished and a curve is part-way.
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        curves = list((out / "units" / "curves").rglob("seed-*.json")) if out.exists() else []
+        if curves:
+            break
+        if process.poll() is not None:
+            pytest.fail(f"the study ended before it could be killed: {process.stderr.read()}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "report.html").exists()
+    finished = {p for p in (out / "units").rglob("*") if p.is_file()}
+    assert finished, "nothing was saved before the kill"
+    resumed = run_cli(config, out)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "already done" in err
+    assert read_tables(out) == read_tables(uninterrupted)
+
+
+def test_a_run_directory_of_another_config_is_refused_unless_forced(setup, uninterrupted,
+                                                                    capsys, tmp_path):
+    root, config = setup
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace('name = "tiny"\nseeds', 'name = "x"\nseeds'))
+    assert main(["study", str(other), "--out", str(uninterrupted), "--quiet"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    # a run of the same config in the same directory has nothing left to do
+    started = time.perf_counter()
+    assert main(["study", str(config), "--out", str(uninterrupted), "--quiet"]) == 0
+    assert time.perf_counter() - started < 60
