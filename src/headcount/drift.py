@@ -27,7 +27,6 @@ null (NaN in tensors).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -47,7 +46,7 @@ from headcount.arch import (
 )
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.forward import batches_on_device, eval_mode
-from headcount.io import versions
+from headcount.io import read_json_record, versions
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -358,14 +357,8 @@ DRIFT_KEYS = ("js", "js_layer_mean", "js_layer_max", "l2", "l2_embeddings", "lay
 
 def read_drift(path: str | Path) -> dict:
     """A `drift.json` record of `headcount compare`, checked for the keys the analyses use."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"drift file not found: {path}")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HeadcountError(f"{path} is not JSON: {error}") from None
-    if not isinstance(record, dict) or not all(key in record for key in DRIFT_KEYS):
+    record = read_json_record(path, "drift file")
+    if not all(key in record for key in DRIFT_KEYS):
         raise HeadcountError(
             f"{path} is not a drift.json of `headcount compare` (needs {', '.join(DRIFT_KEYS)})"
         )
