@@ -203,7 +203,7 @@ def finetune_job(
     accelerator = make_accelerator(device)
     with warnings.catch_warnings():
         # A pre-trained checkpoint has no task head yet: training one is the point here.
-        warnings.filterwarnings("ignore", "no trained classification head", UserWarning)
+        warnings.filterwarnings("ignore", ".*no trained classification head", UserWarning)
         loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
     scores = train_and_score(loaded, task, options, config, eval_split=eval_split,
                              accelerator=accelerator, progress=progress)

@@ -148,12 +148,13 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
         if model.fit_mlm_head:
             fitted = read_json_record(run.path("mlm-head", model.name, "mlm_head.json"),
                                       "MLM head record")
+            held_out = fitted["held_out"]
             notes.append(
                 f"{model.name} has no masked-LM head: one was fitted on its frozen encoder "
-                f"(headcount fit-mlm-head, {fitted.get('steps')} steps); held-out recall@1 "
-                f"{fitted.get('recall_before', float('nan')):.3f} -> "
-                f"{fitted.get('recall_after', float('nan')):.3f}. Pre-train (masked-LM) "
-                "results use this head.")
+                f"(headcount fit-mlm-head, {fitted['steps']} steps on {fitted['text']}); "
+                f"held-out recall@1 {held_out['before']['recall@1']:.3f} -> "
+                f"{held_out['after']['recall@1']:.3f}. The pre-train (masked-LM) results "
+                "use this head.")
         pretrain_curves: dict[str, list[dict]] = defaultdict(list)
         downstream_curves: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for seed in config.seeds:
