@@ -308,3 +308,218 @@ def save_correlation_figure(paths: list[str], out: str | Path) -> Path:
     figure, ax = plt.subplots(figsize=(6.4, 5.5))
     plot_correlation(records, ax)
     return _save_figure(figure, out)
+
+
+# Figures from the study runner's tables (headcount.report): each figure saved as PNG and
+# SVG, per-layer drift averaged over seeds, grouped bars, importance against JS divergence.
+
+
+def save_figure_formats(figure, stem: str | Path,
+                        suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
+    """Write `figure` as `stem` + each suffix (150 dpi): every file is first written beside
+    its target, and all are renamed into place only once each has been written."""
+    import matplotlib.pyplot as plt
+
+    stem = Path(stem)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for suffix in suffixes:
+            out = _check_figure_path(stem.with_name(stem.name + suffix))
+            staging = out.with_name(f".{out.name}.tmp{out.suffix}")
+            staged.append((staging, out))
+            metadata = {"Date": None} if suffix == ".svg" else None  # reproducible SVG
+            figure.savefig(staging, dpi=150, bbox_inches="tight", metadata=metadata)
+        for staging, out in staged:
+            staging.replace(out)
+    finally:
+        plt.close(figure)
+        for staging, _ in staged:
+            staging.unlink(missing_ok=True)
+    return [out for _, out in staged]
+
+
+def mpl_text(text) -> str:
+    """`text` safe for a matplotlib label: no mathtext from a '$' in a task or model name."""
+    return str(text).replace("$", r"\$")
+
+
+def _finite_float(value) -> float | None:
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def drift_layer_means(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per task (first-appearance order), per layer: the mean over seeds of the per-seed
+    `js_mean`, `js_max` and `l2` of drift-per-layer table rows, and the number of seeds."""
+    values: dict[str, dict] = {}
+    for row in rows:
+        layers = values.setdefault(str(row.get("task")), {})
+        entry = layers.setdefault(row.get("layer"), {"js_mean": [], "js_max": [], "l2": [],
+                                                     "seeds": set()})
+        entry["seeds"].add(row.get("seed"))
+        for name in ("js_mean", "js_max", "l2"):
+            number = _finite_float(row.get(name))
+            if number is not None:
+                entry[name].append(number)
+    result: dict[str, list[dict]] = {}
+    for task, layers in values.items():
+        result[task] = []
+        for layer in sorted(layers, key=lambda item: (_finite_float(item) is None,
+                                                      _finite_float(item) or 0, str(item))):
+            entry = layers[layer]
+            result[task].append({
+                "layer": layer,
+                **{name: (sum(entry[name]) / len(entry[name]) if entry[name] else None)
+                   for name in ("js_mean", "js_max", "l2")},
+                "seeds": len(entry["seeds"]),
+            })
+    return result
+
+
+def plot_drift_layers(rows: list[dict], axes=None, *, title: str | None = None):
+    """Figure 4 from a drift-per-layer table (model, task, seed, layer, js_mean, js_max, l2):
+    top, JS divergence per layer, the mean over heads solid and the max over heads dashed;
+    bottom, the L2 distance of the hidden states. One colour per task; each value is the
+    mean of the per-seed values. `axes` is a pair (top, bottom) or None; returns the pair."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    means = drift_layer_means(rows)
+    if not means:
+        raise HeadcountError("no drift rows to plot")
+    if axes is None:
+        _, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
+    top, bottom = axes
+
+    def series(points, name):
+        return ([p["layer"] for p in points if p[name] is not None],
+                [p[name] for p in points if p[name] is not None])
+
+    for index, (task, points) in enumerate(means.items()):
+        colour = _TASK_COLOURS[index % len(_TASK_COLOURS)]
+        seeds = max((p["seeds"] for p in points), default=0)
+        label = mpl_text(task) + f" ({seeds} seed{'s' if seeds != 1 else ''})"
+        top.plot(*series(points, "js_mean"), color=colour, linestyle="-", marker=".",
+                 label=label)
+        top.plot(*series(points, "js_max"), color=colour, linestyle="--", alpha=0.8)
+        bottom.plot(*series(points, "l2"), color=colour, marker=".", label=label)
+    top.set_ylabel("JS divergence (log2)")
+    top.set_ylim(bottom=0)
+    top.grid(alpha=0.3)
+    styles = [Line2D([], [], color="black", linestyle="-", label="mean over heads"),
+              Line2D([], [], color="black", linestyle="--", label="max over heads")]
+    handles, _ = top.get_legend_handles_labels()
+    top.legend(handles=handles + styles, fontsize="small")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_xlabel("layer")
+    bottom.set_ylabel("L2 distance of hidden states")
+    bottom.set_ylim(bottom=0)
+    bottom.grid(alpha=0.3)
+    bottom.legend(fontsize="small")
+    top.set_title(title or "pre-trained vs fine-tuned: attention (top) and feature (bottom) "
+                  "drift, mean over seeds", fontsize="medium")
+    return top, bottom
+
+
+def plot_grouped_bars(groups: list[str], series: dict[str, list[tuple[float, float] | None]],
+                      ax=None, *, ylabel: str = "", title: str | None = None,
+                      reference: float | None = 1.0, colours: dict[str, str] | None = None):
+    """Grouped bars: one group per entry of `groups` (x-axis), one bar per series (legend),
+    each (mean, std) drawn with a ± std error bar and its mean written above it; None
+    leaves a gap. A grey line marks `reference` (None: no line). Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if not groups or not series:
+        raise HeadcountError("no bars to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.5))
+    width = 0.8 / len(series)
+    tops = [0.0]
+    for index, (name, values) in enumerate(series.items()):
+        colour = (colours or {}).get(name, _TASK_COLOURS[index % len(_TASK_COLOURS)])
+        offset = (index - (len(series) - 1) / 2) * width
+        xs, heights, errors = [], [], []
+        for position, value in enumerate(values):
+            if value is None or value[0] is None:
+                continue
+            xs.append(position + offset)
+            heights.append(value[0])
+            errors.append(value[1] or 0.0)
+        if not xs:
+            continue
+        bars = ax.bar(xs, heights, width * 0.92, yerr=errors, capsize=3, color=colour,
+                      label=mpl_text(name), edgecolor="white", linewidth=0.5)
+        ax.bar_label(bars, labels=[f"{h:.2f}" for h in heights], padding=2, fontsize=7.5)
+        tops.extend(h + e for h, e in zip(heights, errors, strict=True))
+    if reference is not None:
+        ax.axhline(reference, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(groups)), [mpl_text(group) for group in groups])
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(max(tops), reference or 0) * 1.12)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=min(len(series), 4),
+              fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return ax
+
+
+_SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def plot_importance_js(points: dict[str, tuple[list[float], list[float]]],
+                       fits: dict[str, dict] | None = None, ax=None, *,
+                       colour: str = "tab:blue", title: str | None = None,
+                       xlabel: str = "head importance", legend: bool = True):
+    """Figure 6 from tables: per seed (key of `points`), each head's importance (x) and JS
+    divergence (y), one marker shape per seed, and its least-squares line of JS on importance
+    dotted. `fits[seed]` may give slope, intercept, pearson_r and spearman_rho (else the line
+    is fitted here and only r is shown); `legend=False` leaves the legend to the caller.
+    Returns the axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    if not points:
+        raise HeadcountError("no importance/JS points to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    shades = np.linspace(1.0, 0.55, num=max(len(points), 1))
+    for index, (seed, (xs, ys)) in enumerate(points.items()):
+        rgb = tuple(channel * shades[index] for channel in to_rgb(colour))
+        marker = _SEED_MARKERS[index % len(_SEED_MARKERS)]
+        fit = dict((fits or {}).get(seed) or {})
+        if fit.get("slope") is None or fit.get("intercept") is None:
+            fit.pop("slope", None)
+        if fit.get("slope") is None and len(xs) >= 2 and len(set(xs)) > 1:
+            slope, intercept = np.polyfit(xs, ys, 1)
+            fit.update(slope=float(slope), intercept=float(intercept))
+            if fit.get("pearson_r") is None:
+                fit["pearson_r"] = float(np.corrcoef(xs, ys)[0, 1])
+        label = f"seed {mpl_text(seed)} (n={len(xs)}"
+        if fit.get("pearson_r") is not None:
+            label += f", r={fit['pearson_r']:.2f}"
+        if fit.get("spearman_rho") is not None:
+            label += f", ρ={fit['spearman_rho']:.2f}"
+        label += ")"
+        ax.scatter(xs, ys, s=16, marker=marker, color=rgb, alpha=0.6, label=label,
+                   linewidths=0)
+        if fit.get("slope") is not None and xs:
+            low, high = min(xs), max(xs)
+            ax.plot([low, high], [fit["slope"] * low + fit["intercept"],
+                                  fit["slope"] * high + fit["intercept"]],
+                    color=rgb, linewidth=2.2, linestyle=":", zorder=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("JS divergence (pre-trained vs fine-tuned)")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    if legend:
+        ax.legend(fontsize="x-small", loc="best")
+    return ax
