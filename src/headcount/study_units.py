@@ -144,6 +144,11 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
     normalizations = config.importance.normalizations
     imp, prune, analyses = config.importance, config.pruning, config.analyses
     for model in config.models:
+        freezing = analyses.freezing
+        if freezing and _shares_layers(model):
+            notes.append(f"{model.name}: its layers share one set of weights (ALBERT), so the "
+                         "freezing experiment (freeze the lowest K layers) does not apply.")
+            freezing = ()
         mlm_path = mlm_checkpoint(run, model)
         if model.fit_mlm_head:
             fitted = read_json_record(run.path("mlm-head", model.name, "mlm_head.json"),
@@ -218,7 +223,7 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
                             run, model.name, task.name, seed, drift,
                             {"downstream": scores, "pretrain": mlm_scores})
                 full_value = tuned["metrics"][tuned["main_metric"]]
-                for layers_frozen in analyses.freezing:
+                for layers_frozen in freezing:
                     result = evaluation_unit(
                         run, f"{model.name} {task.name} with {layers_frozen} frozen layers "
                              f"(seed {seed})",
@@ -245,6 +250,13 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
             tables["recall"] += _recall_rows(run, model.name, pretrain_curves,
                                              downstream_curves)
     return dict(tables), notes
+
+
+def _shares_layers(model: ModelSpec) -> bool:
+    from headcount.arch import family_of
+    from headcount.models import load_config
+
+    return family_of(load_config(model.path)).shared_layers
 
 
 def _drift(run: Run, model: ModelSpec, task: TaskSpec, seed: int, checkpoint: str) -> dict:
