@@ -10,6 +10,7 @@ config, removes the same heads, and then loads the weights, so every shape is ch
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,6 +78,12 @@ def save_pruned_atomically(model: nn.Module, directory: str | Path, tokenizer=No
         save_pruned(model, staging, tokenizer)
         for name, record in (records or {}).items():
             write_json(staging / name, record)
+        # mkdtemp (and some writers) create private files: give them a plain file's mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        for path in staging.rglob("*"):
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         if directory.exists():
             directory.rmdir()
         staging.rename(directory)

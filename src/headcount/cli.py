@@ -31,13 +31,16 @@ def add_data_flags(parser: argparse.ArgumentParser, *, default_split: str) -> No
     parser.add_argument(
         "--task", required=True,
         help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, mnli-mm, qnli, rte, wnli), "
-             "file:PATH (.tsv/.csv/.jsonl) or mlm:PATH (text file or directory)",
+             "file:PATH (.tsv/.csv/.jsonl), dir:PATH (a folder per class) or mlm:PATH "
+             "(text file or directory)",
     )
     parser.add_argument("--data-dir", help="GLUE directory in GLUE's own layout "
                         "(default: download from the Hugging Face hub)")
     parser.add_argument("--split", default=default_split,
                         help=f"train or dev (default {default_split}); mnli also "
-                             "dev_matched/dev_mismatched; ignored for file: and mlm:")
+                             "dev_matched/dev_mismatched; dir: also all (its train/dev split "
+                             "is a fixed 80/20 hash of the file names); ignored for file: "
+                             "and mlm:")
     parser.add_argument("--max-examples", type=int, help="use at most N examples (random)")
     parser.add_argument("--fraction", type=float, help="use a random fraction P of the examples")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -342,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curve_parser(commands)
     _add_finetune_parser(commands)
     _add_study_parser(commands)
+
+    from headcount.mlm_head_cli import add_mlm_head_command
+
+    add_mlm_head_command(commands)
 
     from headcount.demo import add_arguments
 

@@ -44,7 +44,8 @@ class DataOptions:
 
 
 def load_for_task(model: str, task: Task, *, device=None, seed: int = 0) -> LoadedModel:
-    num_labels = len(task.label_names) or (1 if task.kind == "regression" else None)
+    num_labels = (len(task.label_names) or task.num_classes
+                  or (1 if task.kind == "regression" else None))
     # A checkpoint without a task head gets a random one: seed it so runs are reproducible.
     torch.manual_seed(seed)
     return load_model(model, task.kind or "classification", num_labels=num_labels,

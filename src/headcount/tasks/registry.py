@@ -1,7 +1,8 @@
 """Task names -> what to load and how to score it.
 
-`--task` takes a GLUE name (`sst2`), `file:PATH` (a local .tsv/.csv/.jsonl) or
-`mlm:PATH` (raw text for the masked-LM pre-train task).
+`--task` takes a GLUE name (`sst2`), `file:PATH` (a local .tsv/.csv/.jsonl), `dir:PATH` (a
+folder with one sub-folder per class and one text file per example) or `mlm:PATH` (raw text
+for the masked-LM pre-train task).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from headcount.errors import DataError, TaskError, suggest
 from headcount.tasks.base import Example
+from headcount.tasks.folders import class_files, load_folder
 from headcount.tasks.glue import GLUE_TASKS, load_glue
 from headcount.tasks.mlm import read_documents
 from headcount.tasks.tables import load_table
@@ -30,6 +32,8 @@ class Task:
     label_names: tuple[str, ...] = ()
     # split -> examples (downstream) or documents (masked LM)
     load: Callable[[str], list[Example] | list[str]] = field(repr=False, default=None)
+    # dir: tasks: the number of class folders, to size a new classification head
+    num_classes: int | None = None
 
     @property
     def is_mlm(self) -> bool:
@@ -59,6 +63,14 @@ def _file_task(spec: str, path: str, text_column, text_pair_column, label_column
     )
 
 
+def _dir_task(spec: str, path: str) -> Task:
+    classes = class_files(path)  # check the layout now: one-line errors before any loading
+    # Like file: tasks, the kind is left to the model's head and labels stay raw strings
+    # (the class folders' names), mapped onto the head's ids by `map_labels`.
+    return Task(name=spec, kind=None, metric=None, load=lambda split: load_folder(path, split),
+                num_classes=len(classes))
+
+
 def _mlm_task(spec: str, path: str) -> Task:
     if not Path(path).exists():
         raise DataError(f"masked-LM text not found: {path} (expected a text file or a directory)")
@@ -83,11 +95,14 @@ def resolve_task(
         return _file_task(spec, spec[5:], text_column, text_pair_column, label_column)
     if spec.startswith("mlm:"):
         return _mlm_task(spec, spec[4:])
+    if spec.startswith("dir:"):
+        return _dir_task(spec, spec[4:])
     name = spec.lower()
     if name in GLUE_TASKS:
         return _glue_task(name, data_dir)
     allowed = sorted(GLUE_TASKS)
     raise TaskError(
         f"Unknown task '{spec}'.{suggest(name, allowed)} Available: {', '.join(allowed)}, "
-        "file:PATH (.tsv/.csv/.jsonl), mlm:PATH (text file or directory)"
+        "file:PATH (.tsv/.csv/.jsonl), dir:PATH (one sub-folder per class), "
+        "mlm:PATH (text file or directory)"
     )
