@@ -189,7 +189,6 @@ def plot_drift(records: list[dict], ax=None, *, title: str | None = None):
     and seeds: one colour per task, one line per record. `ax` is a pair (top, bottom) of
     axes or None; returns the pair."""
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     if not records:
         raise HeadcountError("no drift records to plot")
@@ -214,6 +213,17 @@ def plot_drift(records: list[dict], ax=None, *, title: str | None = None):
         top.plot(layers, peak, color=colour, linestyle="--", alpha=0.8)
         bottom.plot([0, *layers], [record["l2_embeddings"], *record["l2"]], color=colour,
                     marker=".", label=label)
+    _style_drift_axes(top, bottom, "layer (0 = embeddings)",
+                      title or "pre-trained vs fine-tuned: attention (top) and feature "
+                               "(bottom) drift")
+    return top, bottom
+
+
+def _style_drift_axes(top, bottom, xlabel: str, title: str) -> None:
+    """Labels, limits and legends shared by the two Figure 4 variants."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     top.set_ylabel("JS divergence (log2)")
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
@@ -221,17 +231,13 @@ def plot_drift(records: list[dict], ax=None, *, title: str | None = None):
               Line2D([], [], color="black", linestyle="--", label="max over heads")]
     handles, _ = top.get_legend_handles_labels()
     top.legend(handles=handles + styles, fontsize="small")
-    from matplotlib.ticker import MaxNLocator
-
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.set_xlabel("layer (0 = embeddings)")
+    bottom.set_xlabel(xlabel)
     bottom.set_ylabel("L2 distance of hidden states")
     bottom.set_ylim(bottom=0)
     bottom.grid(alpha=0.3)
     bottom.legend(fontsize="small")
-    top.set_title(title or "pre-trained vs fine-tuned: attention (top) and feature (bottom) "
-                  "drift", fontsize="medium")
-    return top, bottom
+    top.set_title(title, fontsize="medium")
 
 
 def save_drift_figure(paths: list[str], out: str | Path) -> Path:
@@ -387,8 +393,6 @@ def plot_drift_layers(rows: list[dict], axes=None, *, title: str | None = None):
     bottom, the L2 distance of the hidden states. One colour per task; each value is the
     mean of the per-seed values. `axes` is a pair (top, bottom) or None; returns the pair."""
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     means = drift_layer_means(rows)
     if not means:
@@ -409,21 +413,9 @@ def plot_drift_layers(rows: list[dict], axes=None, *, title: str | None = None):
                  label=label)
         top.plot(*series(points, "js_max"), color=colour, linestyle="--", alpha=0.8)
         bottom.plot(*series(points, "l2"), color=colour, marker=".", label=label)
-    top.set_ylabel("JS divergence (log2)")
-    top.set_ylim(bottom=0)
-    top.grid(alpha=0.3)
-    styles = [Line2D([], [], color="black", linestyle="-", label="mean over heads"),
-              Line2D([], [], color="black", linestyle="--", label="max over heads")]
-    handles, _ = top.get_legend_handles_labels()
-    top.legend(handles=handles + styles, fontsize="small")
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.set_xlabel("layer")
-    bottom.set_ylabel("L2 distance of hidden states")
-    bottom.set_ylim(bottom=0)
-    bottom.grid(alpha=0.3)
-    bottom.legend(fontsize="small")
-    top.set_title(title or "pre-trained vs fine-tuned: attention (top) and feature (bottom) "
-                  "drift, mean over seeds", fontsize="medium")
+    _style_drift_axes(top, bottom, "layer",
+                      title or "pre-trained vs fine-tuned: attention (top) and feature "
+                               "(bottom) drift, mean over seeds")
     return top, bottom
 
 
