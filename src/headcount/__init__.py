@@ -8,7 +8,9 @@ The public API (no side effects on import beyond loading these modules):
 __version__ = "0.1.0"
 
 from headcount.arch import SUPPORTED, HeadLayout, head_layout
+from headcount.checkpoints import load_pruned, save_pruned
 from headcount.data import EncodedData, choose_subset, prepare_data
+from headcount.drift import attention_drift
 from headcount.errors import (
     ConfigError,
     DataError,
@@ -17,10 +19,16 @@ from headcount.errors import (
     UnsupportedModelError,
 )
 from headcount.evaluate import Evaluation, evaluate
+from headcount.finetune import TrainingConfig, finetune
 from headcount.gates import gate_heads
 from headcount.importance import NORMALIZATIONS, Importance, head_importance, normalize
 from headcount.models import LoadedModel, load_model
 from headcount.pipeline import DataOptions, evaluate_job, importance_job
+from headcount.pruning import pruning_curve
+from headcount.recall import recall_rows
+from headcount.removal import remove_heads
+from headcount.study import run_study
+from headcount.study_config import load_config as load_study_config
 from headcount.tasks.registry import Task, resolve_task
 
 __all__ = [
@@ -49,4 +57,14 @@ __all__ = [
     "normalize",
     "prepare_data",
     "resolve_task",
+    "remove_heads",
+    "load_pruned",
+    "save_pruned",
+    "pruning_curve",
+    "TrainingConfig",
+    "finetune",
+    "attention_drift",
+    "recall_rows",
+    "run_study",
+    "load_study_config",
 ]

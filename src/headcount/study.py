@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from headcount.errors import ConfigError, HeadcountError
+from headcount.errors import HeadcountError
 from headcount.io import read_json_record, versions, write_atomic, write_json
 from headcount.study_config import ModelSpec, StudyConfig, TaskSpec, load_config
 
@@ -282,6 +282,4 @@ def study_command(config_path: str, out: str | None, *, force: bool, progress: b
     config = load_config(config_path)
     if out is None:
         out = str(Path("runs") / config.name)
-    if not config.models or not config.tasks:
-        raise ConfigError("nothing to run")
     return run_study(config, out, force=force, progress=progress)
