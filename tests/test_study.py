@@ -158,3 +158,28 @@ def test_a_run_directory_of_another_config_is_refused_unless_forced(setup, unint
     started = time.perf_counter()
     assert main(["study", str(config), "--out", str(uninterrupted), "--quiet"]) == 0
     assert time.perf_counter() - started < 60
+
+
+def test_force_starts_afresh_only_in_a_headcount_run_directory(setup, tmp_path):
+    from headcount.errors import HeadcountError
+    from headcount.study import prepare_run_dir
+    from headcount.study_config import load_config
+
+    _, config_path = setup
+    config = load_config(config_path)
+    other = load_config(config_path).__class__(**{**config.__dict__, "text": config.text + "#"})
+    run = tmp_path / "run"
+    prepare_run_dir(config, run, force=False)
+    (run / "units").mkdir()
+    (run / "units" / "finished.json").write_text("{}")
+    with pytest.raises(HeadcountError, match="different configuration"):
+        prepare_run_dir(other, run, force=False)
+    prepare_run_dir(other, run, force=True)
+    assert not (run / "units" / "finished.json").exists()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    for force in (False, True):
+        with pytest.raises(HeadcountError, match="not a headcount run directory"):
+            prepare_run_dir(config, precious, force=force)
+    assert (precious / "thesis.tex").read_text() == "do not delete"

@@ -224,7 +224,8 @@ def _add_study_parser(commands) -> None:
     study.add_argument("config", help="study configuration (TOML), e.g. examples/glue-local.toml")
     study.add_argument("--out", help="run directory (default runs/<study name>)")
     study.add_argument("--force", action="store_true",
-                       help="start afresh in a run directory made by another configuration")
+                       help="start afresh in a run directory made by another configuration "
+                            "(only ever deletes a headcount run directory)")
     study.add_argument("--quiet", action="store_true", help="no progress output")
     study.set_defaults(run=_study)
 

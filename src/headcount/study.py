@@ -71,24 +71,24 @@ class Run:
 
 
 def prepare_run_dir(config: StudyConfig, root: Path, *, force: bool) -> None:
-    """Create the run directory, or check that it belongs to this configuration."""
+    """Create the run directory, or check that it belongs to this configuration.
+
+    `force` starts afresh only in a directory that is a headcount run directory (it has
+    study.json): nothing else is ever deleted.
+    """
     state_path = root / STATE_FILE
     if root.exists() and any(root.iterdir()):
         if not state_path.exists():
+            raise HeadcountError(f"--out {root} exists, is not empty and is not a headcount "
+                                 "run directory; choose another --out")
+        state = read_json_record(state_path, "study state")
+        if state.get("config_digest") != config.digest:
             if not force:
-                raise HeadcountError(f"--out {root} exists and is not a headcount run "
-                                     "directory; choose another or pass --force")
-        else:
-            state = read_json_record(state_path, "study state")
-            if state.get("config_digest") != config.digest and not force:
                 raise HeadcountError(
                     f"{root} was made by a different configuration (digest "
                     f"{state.get('config_digest')}, this one {config.digest}); use another "
                     "--out, or --force to start it afresh"
                 )
-        if force and (not state_path.exists()
-                      or read_json_record(state_path, "study state").get("config_digest")
-                      != config.digest):
             shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     _remove_partial_writes(root / "units")
