@@ -29,6 +29,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from headcount.io import write_atomic
@@ -325,6 +326,14 @@ def _findings(tables: dict, problems: list[str]) -> list[tuple[str, str]]:
         try:
             findings.extend((topic, sentence) for sentence in finder(rows))
         except Exception as error:  # a bad table must not cost the whole report
+            problems.append(f"headline findings on {topic} left out: "
+                            f"{type(error).__name__}: {error}")
+    from headcount.report_companion import FINDINGS
+
+    for finder, topic in FINDINGS:  # these read several tables each
+        try:
+            findings.extend((topic, sentence) for sentence in finder(tables))
+        except Exception as error:
             problems.append(f"headline findings on {topic} left out: "
                             f"{type(error).__name__}: {error}")
     return findings
@@ -1555,6 +1564,8 @@ def render_html(title: str, findings: list[tuple[str, str]], sections: list[Sect
 
 def build_sections(run_dir: Path, tables: dict, meta: dict, figures: _Figures) -> list[Section]:
     """The report's sections, in order; one that fails is left out and noted."""
+    from headcount.report_companion import SECTIONS
+
     builders: list[tuple[str, Callable[[], Section | None]]] = [
         ("pruning curves (downstream)",
          lambda: _curves_section(tables, run_dir, figures, "downstream")),
@@ -1565,6 +1576,7 @@ def build_sections(run_dir: Path, tables: dict, meta: dict, figures: _Figures) -
         ("correlation", lambda: _correlation_section(tables, run_dir, figures)),
         ("freezing", lambda: _freezing_section(tables, run_dir, figures)),
         ("pruned fine-tuning", lambda: _pruned_finetune_section(tables, run_dir, figures)),
+        *((what, partial(build, tables, run_dir, figures)) for what, build in SECTIONS),
         ("fine-tuned models", lambda: _finetune_section(tables, run_dir)),
         ("configuration", lambda: _config_section(meta)),
         ("environment", lambda: _environment_section(meta)),
