@@ -579,7 +579,7 @@ def test_failed_job_keeps_existing_output(capsys, env, monkeypatch):
     def fail(*args, **kwargs):
         raise DataError("failed half-way through")
 
-    monkeypatch.setattr(headcount.pipeline, "head_importance", fail)
+    monkeypatch.setattr(headcount.pipeline, "estimate_for_record", fail)
     code, _, stderr = run(capsys, *_sst2_importance(env, out))
     assert code == 2
     assert stderr == "headcount: error: failed half-way through\n"

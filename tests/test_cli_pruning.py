@@ -30,7 +30,7 @@ N = 24  # examples evaluated and examples ranked on
 RANK = ["--rank-split", "train", "--rank-max-examples", str(N)]
 COLUMNS = ["model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
            "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main",
-           "pruned_heads"]
+           "pruned_heads", "order", "draw"]
 DEFAULT_RATIOS = [round(i / 10, 10) for i in range(11)]
 
 needs_wikitext = pytest.mark.skipif(not WIKI_VALID.is_file(), reason="no WikiText-2 data")
@@ -671,3 +671,28 @@ def test_one_class_error_names_the_label_plainly(capsys, checkpoints, glue_dir, 
                             *RANK, *FAST, "--out", env["out"] / "curve.csv")
     assert code == 2
     assert "np." not in err
+
+
+def test_curve_ranked_by_another_estimator_prunes_in_its_order(capsys, checkpoints, glue_dir,
+                                                                tmp_path):
+    from headcount.estimators import estimate_importance
+    from headcount.importance import normalize
+    from headcount.models import load_model
+    from headcount.pruning import least_important_first
+
+    rows = curve(capsys, checkpoints["cls2"], tmp_path / "curve.csv", *sst2(glue_dir), *RANK,
+                 "--estimator", "magnitude", "--ratios", "0.25", "0.5")
+    model = load_model(str(checkpoints["cls2"]), "classification").model
+    order = least_important_first(normalize(estimate_importance(model, None, "classification",
+                                                                "magnitude").raw, "l1"))
+    expected = [f"{layer}.{head}" for layer, head in order]
+    assert [heads_of(row) for row in rows] == [[], expected[:2], expected[:4]]
+    assert {row["rank_task"] for row in rows} == {"sst2 (magnitude)"}
+
+
+def test_curve_estimator_needs_ranking_data(capsys, checkpoints, glue_dir, env):
+    code, stdout, err = run(capsys, "curve", checkpoints["cls2"], *sst2(glue_dir), "--scores",
+                            env["scores"], "--estimator", "ablation", "--out",
+                            env["out"] / "c.csv")
+    assert_one_error_line(code, err, "--estimator ablation", "scores file")
+    assert list(env["out"].iterdir()) == []

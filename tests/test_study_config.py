@@ -113,3 +113,69 @@ def test_the_shipped_examples_parse(monkeypatch):
     assert [t.name for t in config.tasks] == ["rte", "mrpc", "sst2"]
     with pytest.raises(ConfigError, match=r"pretrain.text: 'data/wikipedia.txt' does not exist"):
         parse_config((REPO / "examples" / "paper.toml").read_text())  # needs a Wikipedia dump
+
+
+def test_companion_sections_are_off_when_absent_and_parsed_when_given(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x")
+    config = parse_config(MINIMAL.format(text=text))
+    assert config.orders.names == () and config.orders.finetune == ()
+    assert config.estimators.names == () and config.sparsity.levels == ()
+    config = parse_config(MINIMAL.format(text=text) + """
+[orders]
+names = ["random", "top", "random"]
+draws = 4
+finetune = ["importance", "bottom"]
+finetune_ratios = [0.5, 0.25]
+
+[estimators]
+names = ["ablation", "magnitude"]
+max_examples = 64
+
+[sparsity]
+scope = "layer"
+finetune_levels = [0.3, 0.9]
+""")
+    assert config.orders.names == ("random", "top") and config.orders.draws == 4
+    assert config.orders.finetune == ("importance", "bottom")
+    assert config.orders.finetune_ratios == (0.25, 0.5)
+    assert config.estimators.names == ("ablation", "magnitude")
+    assert config.estimators.max_examples == 64
+    # a [sparsity] section without levels sweeps 0, 10%, ..., 90%
+    assert config.sparsity.levels == tuple(round(0.1 * i, 1) for i in range(10))
+    assert config.sparsity.scope == "layer"
+    assert config.sparsity.levels_to_finetune == (0.3, 0.9)
+
+
+def test_companion_section_problems_name_the_key_and_what_is_allowed(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x")
+    bad = MINIMAL.format(text=text) + """
+[orders]
+names = ["importance", "sideways"]
+draws = 0
+finetune_ratios = [1.0]
+
+[estimators]
+names = ["gradient", "vibes"]
+curves = "yes"
+
+[sparsity]
+levels = [0.0, 1.0]
+scope = "row"
+"""
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad, "bad.toml")
+    message = str(error.value)
+    for expected in (
+        "orders.names: ['importance', 'sideways']; allowed: a list of random, top, bottom,",
+        "orders.draws: 0 is not allowed; allowed: an integer >= 1",
+        "orders.finetune_ratios: [1.0]; allowed: a list of ratios in (0, 1)",
+        "estimators.names: ['gradient', 'vibes']; allowed: a list of ablation, entropy, "
+        "confidence, magnitude",
+        "estimators.curves: 'yes' is not true or false",
+        "sparsity.levels: [0.0, 1.0]; allowed: a list of sparsities in [0, 1)",
+        "sparsity.scope: 'row' is not allowed; allowed: global, layer",
+    ):
+        assert expected in message, expected
+    assert message.startswith("bad.toml: 7 problems:")

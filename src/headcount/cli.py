@@ -11,7 +11,9 @@ import warnings
 
 from headcount.distributed import init_from_launcher, is_main_process
 from headcount.errors import HeadcountError
+from headcount.estimators import ESTIMATORS
 from headcount.importance import NORMALIZATIONS
+from headcount.orders import ORDERS
 
 EXIT_USER_ERROR = 2
 
@@ -72,7 +74,7 @@ def _importance(args) -> None:
     check_output_path(args.out)
     record = importance_job(
         args.model, data_options(args), normalize_method=args.normalize, device=args.device,
-        progress=_progress(args),
+        progress=_progress(args), estimator=args.estimator, heads_per_pass=args.heads_per_pass,
     )
     if not is_main_process():
         return
@@ -131,19 +133,33 @@ def _curve(args) -> None:
     )
     ratios = args.ratios if args.ratios is not None else (
         step_ratios(args.step) if args.step is not None else None)
+    # Random orders differ much from draw to draw; the layer orders only in their seeded
+    # start/parity and head order within a layer, importance not at all.
+    draws = args.draws if args.draws is not None else (5 if args.order == "random" else 1)
     rows = curve_job(
         args.model, options, rank_task=args.rank_task, rank_options=rank_options,
         scores_path=args.scores, normalize_method=args.normalize, schedule=args.schedule,
         ratios=ratios, keep_one_per_layer=args.keep_one_per_layer,
         physical=not args.masked, device=args.device, progress=_progress(args),
+        order=args.order, draws=draws, estimator=args.estimator,
     )
     if not is_main_process():
         return
     write_curve_csv(args.out, rows)
-    for row in rows:
-        if row["main"]:
-            print(f"{row['ratio_pruned']:.3f} pruned, {row['heads_remaining']:4d} heads left: "
-                  f"{row['metric']}={row['value']:.4f} (relative {row['relative']:.3f})")
+    if draws > 1:
+        from headcount.orders import summarize_draws
+
+        for point in summarize_draws([row for row in rows if row["main"]]):
+            print(f"{point['ratio_pruned']:.3f} pruned: {point['metric']}="
+                  f"{point['value_mean']:.4f} ± {point['value_std']:.4f} (relative "
+                  f"{point['relative_mean']:.3f} ± {point['relative_std']:.3f}) over "
+                  f"{point['n']} {args.order} draws")
+    else:
+        for row in rows:
+            if row["main"]:
+                print(f"{row['ratio_pruned']:.3f} pruned, {row['heads_remaining']:4d} heads "
+                      f"left: {row['metric']}={row['value']:.4f} "
+                      f"(relative {row['relative']:.3f})")
     print(f"wrote {len(rows)} rows to {args.out}")
 
 
@@ -153,9 +169,10 @@ def _prune(args) -> None:
     record = prune_job(
         args.model, args.scores, args.out, ratio=args.ratio, heads=args.heads,
         normalize_method=args.normalize, keep_one_per_layer=args.keep_one_per_layer,
-        device=args.device,
+        device=args.device, order=args.order, seed=args.seed,
     )
-    print(f"removed {record['heads_removed']} heads ({record['heads_remaining']} left); "
+    by = f" in {args.order} order (seed {args.seed})" if args.order else ""
+    print(f"removed {record['heads_removed']} heads{by} ({record['heads_remaining']} left); "
           f"parameters {record['parameters_before']:,} -> {record['parameters_after']:,}; "
           f"wrote {record['out']}")
 
@@ -250,17 +267,36 @@ def _add_finetune_parser(commands) -> None:
     finetune.set_defaults(run=_finetune)
 
 
+ORDER_HELP = (
+    "pruning order: importance (default; least important first), random (a random "
+    "permutation of all heads), or whole layers in turn, heads within a layer in random "
+    "order: top (highest layer first), bottom (lowest first), middle (middle layers first), "
+    "avoid-middle (outermost first), consecutive (a growing block of adjacent layers from a "
+    "random start), non-adjacent (every other layer first); ALBERT: importance and random "
+    "only; the orders other than importance take no --rank-task, --scores or --normalize"
+)
+
+
 def _add_curve_parser(commands) -> None:
     curve = commands.add_parser(
-        "curve", help="prune heads least-important-first and evaluate at each ratio",
-        description="Pruning curve: heads removed from least to most important; the metric "
-                    "and the relative performance at each ratio, as CSV rows.",
+        "curve", help="prune heads least-important-first (or in a random or layer order) "
+                      "and evaluate at each ratio",
+        description="Pruning curve: heads removed from least to most important (or in a "
+                    "random or layer-location --order); the metric and the relative "
+                    "performance at each ratio, as CSV rows.",
     )
     _add_data_options(curve, default_split="dev")
     ranking = curve.add_mutually_exclusive_group()
     ranking.add_argument("--rank-task", help="task whose importance orders the heads "
                          "(default: --task)")
     ranking.add_argument("--scores", help="scores.json of `headcount importance` to order by")
+    curve.add_argument("--order", default="importance", help=ORDER_HELP)
+    curve.add_argument("--draws", type=int,
+                       help="curves of --order drawn with seeds --seed, --seed+1, ...; "
+                            "evaluated on the same examples (default 5 for random, else 1)")
+    curve.add_argument("--estimator", default="gradient",
+                       help="importance estimator for --rank-task ranking: "
+                            f"{', '.join(ESTIMATORS)} (default gradient)")
     curve.add_argument("--rank-split", default="train", help="split for ranking (default train)")
     curve.add_argument("--rank-fraction", type=float, help="random fraction of it for ranking")
     curve.add_argument("--rank-max-examples", type=int, help="at most N examples for ranking")
@@ -279,7 +315,13 @@ def _add_curve_parser(commands) -> None:
 
     prune = commands.add_parser("prune", help="write a physically pruned checkpoint")
     prune.add_argument("model", help="local checkpoint directory or hub name")
-    prune.add_argument("--scores", required=True, help="scores.json to order heads by")
+    by = prune.add_mutually_exclusive_group(required=True)
+    by.add_argument("--scores", help="scores.json to order heads by (least important first)")
+    by.add_argument("--order", help="instead of --scores: "
+                    + ", ".join(name for name in ORDERS if name != "importance")
+                    + " (see `headcount curve --help`)")
+    prune.add_argument("--seed", type=int, default=0,
+                       help="seed of --order (random heads, start/parity, order within layers)")
     amount = prune.add_mutually_exclusive_group(required=True)
     amount.add_argument("--ratio", type=float, help="share of all heads to remove")
     amount.add_argument("--heads", type=int, help="number of heads to remove")
@@ -330,11 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     importance = commands.add_parser(
         "importance", help="head importance (Michel et al.) of a model on a task",
-        description="Exact per-example head importance I[l,h] = mean |dL/dxi[l,h]|.",
+        description="Exact per-example head importance I[l,h] = mean |dL/dxi[l,h]| "
+                    "(or another --estimator; higher = more important).",
     )
     _add_data_options(importance, default_split="train")
     importance.add_argument("--normalize", default="l1",
                             help=f"per-layer normalisation: {', '.join(NORMALIZATIONS)}")
+    importance.add_argument(
+        "--estimator", default="gradient",
+        help=f"{', '.join(ESTIMATORS)} (default gradient): mean |dL/dxi|; loss increase "
+             "when the head alone is removed; ln(keys) - attention entropy; mean max "
+             "attention weight; Frobenius norm of the head's weights (no data)")
+    importance.add_argument("--heads-per-pass", type=int,
+                            help="ablation: heads evaluated per forward pass (default: as "
+                                 "many as a memory budget allows)")
     importance.add_argument("--out", required=True, help="scores.json to write")
     importance.set_defaults(run=_importance)
 
@@ -350,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     from headcount.mlm_head_cli import add_mlm_head_command
 
     add_mlm_head_command(commands)
+
+    from headcount.weight_pruning_cli import add_weight_pruning_commands
+
+    add_weight_pruning_commands(commands)
 
     from headcount.demo import add_arguments
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -120,9 +121,13 @@ def finetune(
     *,
     accelerator=None,
     progress: bool = False,
+    weight_masks: dict[str, torch.Tensor] | None = None,
 ) -> TrainingResult:
     """Fine-tune `model` on `train` (all examples; each process of a launch sees its share of
     every global batch) with AdamW and a linear schedule with warm-up.
+
+    `weight_masks` (from `headcount.weight_pruning`: weight name -> keep mask) keeps the
+    weights pruned by magnitude exactly 0 throughout.
 
     Example:
         >>> result = finetune(model, train, TrainingConfig(epochs=3, seed=1))
@@ -160,27 +165,35 @@ def finetune(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    model.train()
-    step, seen, epoch_losses = 0, 0, []
-    started = time.perf_counter()
-    bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process),
-               desc="fine-tune", unit="step")
-    while step < total_steps:
-        epoch_losses = []
-        for batch in loader:
-            loss = task_outputs(model, batch, train.kind).losses.mean()
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += batch["input_ids"].shape[0] * accelerator.num_processes
-            epoch_losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
-            if step >= total_steps:
-                break
-    bar.close()
+    fixed = nullcontext()
+    if weight_masks is not None:
+        from headcount.weight_pruning import masks_fixed
+
+        # Hooks on the same parameters and on the torch optimizer inside accelerate's wrapper;
+        # removed when training ends, even after an error.
+        fixed = masks_fixed(accelerator.unwrap_model(model), weight_masks, optimizer)
+    with fixed:
+        model.train()
+        step, seen, epoch_losses = 0, 0, []
+        started = time.perf_counter()
+        bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process),
+                   desc="fine-tune", unit="step")
+        while step < total_steps:
+            epoch_losses = []
+            for batch in loader:
+                loss = task_outputs(model, batch, train.kind).losses.mean()
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                seen += batch["input_ids"].shape[0] * accelerator.num_processes
+                epoch_losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+                if step >= total_steps:
+                    break
+        bar.close()
     seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(model)
     model.eval()

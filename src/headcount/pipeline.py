@@ -11,8 +11,9 @@ from headcount.arch import architecture_signature, head_layout
 from headcount.data import EncodedData, prepare_data
 from headcount.distributed import rank_and_world
 from headcount.errors import ConfigError
+from headcount.estimators import check_estimator, estimate_for_record
 from headcount.evaluate import evaluate
-from headcount.importance import check_normalization, head_importance
+from headcount.importance import check_normalization
 from headcount.io import versions
 from headcount.models import LoadedModel, load_model
 from headcount.tasks.registry import Task, resolve_task
@@ -76,20 +77,23 @@ def data_record(model: str, options: DataOptions, data: EncodedData, num_example
 
 def importance_job(
     model: str, options: DataOptions, *, normalize_method: str = "l1", device=None,
-    progress: bool = False,
+    progress: bool = False, estimator: str = "gradient", heads_per_pass: int | None = None,
 ) -> dict:
-    """Load, estimate importance, normalise; the `scores.json` record.
+    """Load, estimate importance (`estimator`, see `headcount.estimators`), normalise; the
+    `scores.json` record.
 
     Example:
         >>> record = importance_job("path/to/ckpt", DataOptions("sst2", data_dir=glue))
         >>> record["scores"][0]  # layer 0, l1-normalised
     """
     check_normalization(normalize_method)  # fail before loading anything
+    check_estimator(estimator)
     task = options.resolve()
     loaded = load_for_task(model, task, device=device, seed=options.seed)
     data = prepare_for(loaded, task, options)
-    result = head_importance(
-        loaded.model, data.batches(options.batch_size), data.kind, progress=progress,
+    result, extras = estimate_for_record(
+        loaded.model, data.batches(options.batch_size), data.kind, estimator,
+        heads_per_pass=heads_per_pass, progress=progress,
         total=data.num_batches(options.batch_size),
     )
     layers, heads = result.raw.shape
@@ -105,6 +109,8 @@ def importance_job(
         "new_head": loaded.new_head,
         "raw_scores": result.raw.tolist(),
         "scores": result.normalized(normalize_method).tolist(),
+        "estimator": estimator,
+        **extras,
         "versions": versions(),
     }
 
@@ -139,9 +145,11 @@ def make_accelerator(device: str | None = None):
 
 
 def train_and_score(loaded: LoadedModel, task: Task, options: DataOptions, config, *,
-                    eval_split: str = "dev", accelerator=None, progress: bool = False) -> dict:
+                    eval_split: str = "dev", accelerator=None, progress: bool = False,
+                    weight_masks: dict | None = None) -> dict:
     """Fine-tune `loaded.model` in place on `options`' split of `task`, then score it on
-    `eval_split` (all of it); the metrics record."""
+    `eval_split` (all of it); the metrics record. `weight_masks` keep weights pruned by
+    magnitude at 0 (see `headcount.weight_pruning`)."""
     from headcount.finetune import config_record, finetune
 
     if task.is_mlm:
@@ -153,7 +161,8 @@ def train_and_score(loaded: LoadedModel, task: Task, options: DataOptions, confi
         max_length=options.max_length, fraction=options.fraction,
         max_examples=options.max_examples, seed=options.seed,
     )  # not sharded: the accelerator splits every batch across processes
-    result = finetune(loaded.model, train, config, accelerator=accelerator, progress=progress)
+    result = finetune(loaded.model, train, config, accelerator=accelerator, progress=progress,
+                      weight_masks=weight_masks)
     dev_options = replace(options, split=eval_split, fraction=None, max_examples=None)
     dev = prepare_for(loaded, task, dev_options)
     evaluation = evaluate(loaded.model, dev.batches(options.batch_size), dev.kind, task.metric,
@@ -206,9 +215,17 @@ def finetune_job(
         # A pre-trained checkpoint has no task head yet: training one is the point here.
         warnings.filterwarnings("ignore", ".*no trained classification head", UserWarning)
         loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
+    from headcount.weight_pruning import masks_from_zeros, recorded_pruning, sparsity_report
+
+    # A checkpoint of `headcount weights-prune`: fine-tune it with its zeros held at 0.
+    pruning = recorded_pruning(loaded.model)
+    masks = masks_from_zeros(loaded.model) if pruning else None
     scores = train_and_score(loaded, task, options, config, eval_split=eval_split,
-                             accelerator=accelerator, progress=progress)
+                             accelerator=accelerator, progress=progress, weight_masks=masks)
     record = {"model": model, "new_head": loaded.new_head, **scores}
+    if pruning:
+        record["weight_pruning"] = {
+            **pruning, "sparsity_after_training": sparsity_report(loaded.model)["sparsity"]}
     if out is not None and accelerator.is_main_process:
         save_pruned_atomically(loaded.model, out, loaded.tokenizer, {"metrics.json": record})
     accelerator.wait_for_everyone()

@@ -32,38 +32,67 @@ def read_curve_csv(path: str | Path) -> list[dict]:
 
 def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
     """Relative main-metric performance vs ratio pruned, a dotted line per seed and file,
-    coloured by normalisation. `rows` may come from several curve files."""
+    coloured by normalisation (or by ranking, when curves were ranked differently). `rows`
+    may come from several curve files. Several draws of one random or layer order (column
+    `draw`) are drawn as their mean, solid, with a ±1 standard deviation band; each order
+    has its own colour, marker and one legend entry."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
-    lines = defaultdict(list)
+    # key -> draw -> [(ratio requested, ratio pruned, relative)]
+    lines: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row["main"] not in ("True", True):
             continue
+        order = str(row.get("order") or "importance")
         key = (row.get("source", ""), row["task"], row.get("rank_task", ""), row["normalize"],
-               row.get("schedule", ""), row["seed"])
-        lines[key].append((float(row["ratio_pruned"]), float(row["relative"])))
+               row.get("schedule", ""), row["seed"], order)
+        pruned = float(row["ratio_pruned"])
+        requested = row.get("ratio_requested")
+        requested = pruned if requested in (None, "") else float(requested)
+        lines[key][str(row.get("draw") or 0)].append((requested, pruned,
+                                                      float(row["relative"])))
     if not lines:
         raise HeadcountError("no curve rows to plot")
     rankings = sorted({key[2] for key in lines})
-    normalizations = sorted({key[3] for key in lines})
+    # Other orders always record "none": only importance curves tell normalisations apart.
+    normalizations = sorted({key[3] for key in lines if key[6] == "importance"})
+    by_importance = {key[6] for key in lines} == {"importance"}
+    palette = (*EXTRA_COLOURS, "tab:blue", "tab:orange", "tab:green", "tab:gray")
     colours: dict[tuple[str, str], str] = {}
-    for key, points in sorted(lines.items()):
-        rank_task, normalize = key[2], key[3]
-        points.sort()
+    banded = False
+    for key, draws in sorted(lines.items()):
+        rank_task, normalize, order = key[2], key[3], key[6]
         group = (rank_task, normalize)
         label = None
         if group not in colours:
-            spare = len(colours) % len(EXTRA_COLOURS)
-            colours[group] = (NORMALIZATION_COLOURS.get(normalize, EXTRA_COLOURS[spare])
-                              if len(rankings) == 1 else EXTRA_COLOURS[spare])
-            label = f"{normalize} normalisation"
-            if len(rankings) > 1:
-                label = rank_task + (f" ({normalize})" if len(normalizations) > 1 else "")
+            spare = palette[len(colours) % len(palette)]
+            colours[group] = (NORMALIZATION_COLOURS.get(normalize, spare)
+                              if len(rankings) == 1 and by_importance else spare)
+            if order != "importance":
+                label = f"{order} order" + (f", mean ± std of {len(draws)} draws"
+                                            if len(draws) > 1 else "")
+            elif len(rankings) > 1:
+                label = ("" if by_importance else "importance on ") + rank_task
+                label += f" ({normalize})" if len(normalizations) > 1 else ""
+            else:
+                label = f"{normalize} normalisation"
         colour = colours[group]
-        ax.plot([x for x, _ in points], [y for _, y in points], linestyle=":", marker=".",
-                color=colour, alpha=0.85, label=label)
+        marker = ORDER_MARKERS.get(order, ".")
+        size = None if marker == "." else 4  # None: matplotlib's default
+        if len(draws) == 1:
+            points = sorted(next(iter(draws.values())))
+            ax.plot([x for _, x, _ in points], [y for _, _, y in points], linestyle=":",
+                    marker=marker, markersize=size, color=colour, alpha=0.85, label=label)
+            continue
+        banded = True
+        xs, means, stds = _draw_statistics(draws)
+        ax.plot(xs, means, linestyle="-", marker=marker, markersize=size, color=colour,
+                label=label)
+        ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                        [m + s for m, s in zip(means, stds, strict=True)], color=colour,
+                        alpha=0.2, linewidth=0)
     tasks = sorted({key[1] for key in lines})
     seeds = sorted({key[5] for key in lines})
     metric = next(row["metric"] for row in rows if row["main"] in ("True", True))
@@ -72,11 +101,37 @@ def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
     ax.set_xlim(0, 1)
     ax.axhline(0.9, color="gray", linewidth=0.8, linestyle="--")
     ax.grid(alpha=0.3)
-    ax.set_title(title or f"{', '.join(tasks)}: {len(seeds)} seed(s), dotted line per seed")
+    default = f"{', '.join(tasks)}: {len(seeds)} seed(s), dotted line per seed"
+    if banded:
+        default += "; mean ± std over draws"
+    ax.set_title(title or default)
     # Below the axes, so that it never hides a curve.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small",
               frameon=False)
     return ax
+
+
+# One marker per pruning order, so that orders stay apart in grey-scale prints too.
+ORDER_MARKERS = {"importance": ".", "random": "o", "top": "^", "bottom": "v", "middle": "s",
+                 "avoid-middle": "D", "consecutive": ">", "non-adjacent": "x"}
+
+
+def _draw_statistics(draws: dict[str, list]) -> tuple[list[float], list[float], list[float]]:
+    """Per requested ratio over draws: the mean ratio pruned, the mean relative performance
+    and its sample standard deviation (0 where only one draw reached that ratio)."""
+    import statistics
+
+    at_ratio: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    for points in draws.values():
+        for requested, pruned, relative in points:
+            at_ratio[round(requested, 9)].append((pruned, relative))
+    xs, means, stds = [], [], []
+    for _, values in sorted(at_ratio.items()):
+        relatives = [relative for _, relative in values]
+        xs.append(statistics.fmean(pruned for pruned, _ in values))
+        means.append(statistics.fmean(relatives))
+        stds.append(statistics.stdev(relatives) if len(relatives) > 1 else 0.0)
+    return xs, means, stds
 
 
 def save_curve_figure(paths: list[str], out: str | Path) -> Path:

@@ -10,14 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from headcount.arch import architecture_signature, head_layout
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError, HeadcountError
+from headcount.estimators import check_estimator, estimate_importance
 from headcount.evaluate import evaluate
-from headcount.importance import check_normalization, head_importance, normalize
+from headcount.importance import check_normalization, normalize
 from headcount.io import read_scores_record, write_atomic
 from headcount.models import CHECKPOINT_HEAD, load_model
+from headcount.orders import check_order, model_head_order, order_scores
 from headcount.pipeline import DataOptions, load_for_task, prepare_for
 from headcount.pruning import (
     CurvePoint,
@@ -31,6 +34,7 @@ from headcount.removal import remove_heads
 CURVE_COLUMNS = (
     "model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
     "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main", "pruned_heads",
+    "order", "draw",
 )
 
 
@@ -66,8 +70,12 @@ def _heads_text(heads) -> str:
 
 
 def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
-    """Tidy rows: one per step and metric; `relative` is value / value at ratio 0."""
+    """Tidy rows: one per step and metric; `relative` is value / value at ratio 0. `order`
+    and `draw` default to "importance" and 0 when `meta` does not give them."""
     base = points[0].evaluation.metrics
+    meta = dict(meta)
+    # Last, as in CURVE_COLUMNS (study tables take their column order from the rows).
+    tail = {"order": meta.pop("order", "importance"), "draw": meta.pop("draw", 0)}
     rows = []
     for point in points:
         for metric, value in point.evaluation.metrics.items():
@@ -83,6 +91,7 @@ def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
                 "relative": relative,
                 "main": metric == point.evaluation.main,
                 "pruned_heads": _heads_text(point.pruned),
+                **tail,
             })
     return rows
 
@@ -109,16 +118,47 @@ def curve_job(
     physical: bool = True,
     device=None,
     progress: bool = False,
+    order: str = "importance",
+    draws: int = 1,
+    estimator: str = "gradient",
 ) -> list[dict]:
     """Pruning curve of `model` on `options.task`, heads ranked by `scores_path` or by
-    importance on `rank_task` (default: the evaluated task) over `rank_options` data.
+    importance on `rank_task` (default: the evaluated task) over `rank_options` data,
+    estimated by `estimator` (see `headcount.estimators`; also on every step of the
+    iterative schedule).
+
+    `order` other than "importance" (see `headcount.orders`) prunes in a random or
+    layer-location order instead and needs no scores or ranking data: one curve per draw d
+    in 0..draws-1, the order drawn with seed `options.seed + d`, every draw evaluated on the
+    same examples. Rows carry `order` and `draw`; `summarize_draws` averages over draws.
 
     Example:
         >>> rows = curve_job("ckpt/", DataOptions("sst2", data_dir=glue, split="dev"),
         ...                  rank_options=DataOptions("sst2", data_dir=glue, fraction=0.2))
+        >>> random = curve_job("ckpt/", DataOptions("sst2", data_dir=glue, split="dev"),
+        ...                    order="random", draws=5)
     """
+    check_order(order)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"--draws {draws} must be a whole number >= 1")
+    if order == "importance" and draws != 1:
+        raise ConfigError(f"--draws {draws}: the importance order is not drawn at random; "
+                          "draws apply to --order random and the layer orders")
+    if order != "importance":
+        for flag, given in (("--scores", scores_path), ("--rank-task", rank_task),
+                            ("--normalize", normalize_method)):
+            if given:
+                raise ConfigError(f"--order {order} does not use {flag}")
+        if schedule == "iterative":
+            raise ConfigError(f"--order {order} is fixed in advance: the iterative schedule "
+                              "re-estimates importance; use --schedule one-shot")
     if scores_path and rank_task:
         raise ConfigError("give either --scores or --rank-task, not both")
+    check_estimator(estimator)
+    if estimator != "gradient" and (scores_path or order != "importance"):
+        raise ConfigError(f"--estimator {estimator} ranks heads on --rank-task data; "
+                          + ("a scores file was estimated already (headcount importance "
+                             "--estimator)" if scores_path else f"--order {order} uses none"))
     if scores_path and schedule == "iterative":
         raise ConfigError("the iterative schedule re-estimates importance: use --rank-task, "
                           "not --scores")
@@ -131,11 +171,19 @@ def curve_job(
     def evaluate_model(candidate):
         return evaluate(candidate, data.batches(options.batch_size), data.kind, task.metric)
 
+    requested = None if ratios is None else sorted({0.0, *ratios})
+    if order != "importance":
+        return _order_curves(loaded.model, evaluate_model, model, options, order, draws,
+                             schedule=schedule, ratios=requested,
+                             keep_one_per_layer=keep_one_per_layer, physical=physical,
+                             progress=progress)
     scores, rank, rank_model, rank_name = None, None, None, None
     if scores_path:
         scores, record = read_scores(scores_path, loaded.model)
         normalize_method = normalize_method or record.get("normalize", "l1")
         rank_name = f"scores:{record.get('task', scores_path)}"
+        if record.get("estimator", "gradient") != "gradient":
+            rank_name += f" ({record['estimator']})"
     else:
         rank_spec = rank_task or options.task
         base = rank_options or replace(options, split="train")
@@ -150,11 +198,10 @@ def curve_job(
 
         def rank(candidate):
             batches = rank_data.batches(rank_data_options.batch_size)
-            return head_importance(candidate, batches, rank_data.kind).raw
+            return estimate_importance(candidate, batches, rank_data.kind, estimator).raw
 
-        rank_name = rank_spec
+        rank_name = rank_spec if estimator == "gradient" else f"{rank_spec} ({estimator})"
     normalize_method = normalize_method or "l1"
-    requested = None if ratios is None else sorted({0.0, *ratios})
     points = pruning_curve(
         loaded.model, evaluate_model, scores=scores, rank=rank, rank_model=rank_model,
         normalize_method=normalize_method, schedule=schedule, ratios=requested,
@@ -165,12 +212,49 @@ def curve_job(
     return curve_rows(points, meta)
 
 
+def _order_curves(network, evaluate_model, model: str, options: DataOptions, order: str,
+                  draws: int, *, schedule: str, ratios, keep_one_per_layer: bool,
+                  physical: bool, progress: bool) -> list[dict]:
+    """The rows of `draws` curves of `network` pruned in `order` (seeds options.seed + d)."""
+    layout = head_layout(network)
+    meta = {"model": model, "task": options.task, "rank_task": f"order:{order}",
+            "normalize": "none", "schedule": schedule, "seed": options.seed, "order": order}
+    rows, unpruned = [], ()
+    for draw in tqdm(range(draws), disable=not progress or draws == 1, desc=f"{order} draws",
+                     unit="draw"):
+        heads = model_head_order(network, order, seed=options.seed + draw)
+        scores = order_scores(heads, layout.num_distinct_layers, layout.num_heads)
+        # The unpruned point (the same heads, absent ones, in every draw) is evaluated once.
+        points = pruning_curve(
+            network, evaluate_model, scores=scores, normalize_method="none", ratios=ratios,
+            keep_one_per_layer=keep_one_per_layer, physical=physical,
+            progress=progress and draws == 1, completed=unpruned,
+        )
+        unpruned = points[:1]
+        rows += curve_rows(points, {**meta, "draw": draw})
+    return rows
+
+
 def prune_job(
-    model: str, scores_path: str, out: str, *, ratio: float | None = None,
+    model: str, scores_path: str | None, out: str, *, ratio: float | None = None,
     heads: int | None = None, normalize_method: str | None = None,
-    keep_one_per_layer: bool = False, device=None,
+    keep_one_per_layer: bool = False, device=None, order: str | None = None, seed: int = 0,
 ) -> dict:
-    """Remove the least important heads of a checkpoint and save it to `out`."""
+    """Remove the least important heads of a checkpoint (by `scores_path`), or the first
+    heads of a random or layer-location `order` drawn with `seed` (see `headcount.orders`),
+    and save it to `out`.
+
+    Example:
+        >>> prune_job("ckpt/", None, "pruned/", order="top", ratio=0.5)["removed"]
+    """
+    if (scores_path is None) == (order is None):
+        raise ConfigError("give exactly one of --scores and --order")
+    if order is not None:
+        check_order(order)
+        if order == "importance":
+            raise ConfigError("--order importance needs scores: use --scores scores.json")
+        if normalize_method is not None:
+            raise ConfigError(f"--order {order} does not use --normalize")
     if (ratio is None) == (heads is None):
         raise ConfigError("give exactly one of --ratio and --heads")
     if ratio is not None and not 0 <= ratio <= 1:
@@ -179,9 +263,14 @@ def prune_job(
         check_normalization(normalize_method)
     check_empty_target(out)
     loaded = load_model(model, CHECKPOINT_HEAD, device=device or "cpu")
-    scores, record = read_scores(scores_path, loaded.model)
-    normalize_method = normalize_method or record.get("normalize", "l1")
     layout = head_layout(loaded.model)
+    if order is None:
+        scores, record = read_scores(scores_path, loaded.model)
+        normalize_method = normalize_method or record.get("normalize", "l1")
+    else:
+        scores = order_scores(model_head_order(loaded.model, order, seed),
+                              layout.num_distinct_layers, layout.num_heads)
+        normalize_method = "none"  # the scores are positions in the order
     count = round(ratio * layout.total_heads) if ratio is not None else heads
     absent = [(layer, head) for layer, kept in enumerate(layout.kept)
               for head in range(layout.num_heads) if head not in kept]
@@ -192,14 +281,16 @@ def prune_job(
             + (" (ALBERT keeps at least one shared head)" if layout.shared_layers else "")
         )
     remaining = {layer: len(kept) for layer, kept in enumerate(layout.kept)}
-    order = least_important_first(normalize(scores, normalize_method), exclude=set(absent))
-    chosen = take_heads(order, max(count - len(absent), 0), remaining, keep_one_per_layer)
+    candidates = least_important_first(normalize(scores, normalize_method),
+                                       exclude=set(absent))
+    chosen = take_heads(candidates, max(count - len(absent), 0), remaining, keep_one_per_layer)
     before = sum(p.numel() for p in loaded.model.parameters())
     remove_heads(loaded.model, chosen)
     after = sum(p.numel() for p in loaded.model.parameters())
     save_pruned_atomically(loaded.model, out, loaded.tokenizer)
     return {
-        "model": model, "out": out, "scores": scores_path, "normalize": normalize_method,
+        "model": model, "out": out, "scores": scores_path, "order": order or "importance",
+        "seed": seed if order is not None else None, "normalize": normalize_method,
         "heads_removed": len(chosen), "heads_remaining": head_layout(loaded.model).heads_remaining,
         "parameters_before": before, "parameters_after": after,
         "removed": _heads_text(chosen),

@@ -50,6 +50,10 @@ def curve_steps_from_rows(rows: list[dict], source: str) -> list[CurveSteps]:
     path = source
     by_seed: dict[str, list[dict]] = {}
     for row in rows:
+        if row.get("order") not in (None, "", "importance"):
+            # Recall compares importance orders; draws of another order would also merge.
+            raise HeadcountError(f"{path}: a curve pruned in {row['order']} order; recall "
+                                 "needs curves pruned in importance order")
         if row["main"] in (True, "True"):
             by_seed.setdefault(str(row["seed"]), []).append(row)
     curves = []

@@ -26,6 +26,7 @@ from headcount.report import (
     _Figures,
     _fmt,
     _fmt_ms,
+    _fmt_sig,
     _group,
     _is_main,
     _models,
@@ -44,12 +45,13 @@ from headcount.report import (
 
 IMPORTANCE = "importance"
 ORDER_STYLE = {  # colour, line style: importance solid black, random grey, layers coloured
-    IMPORTANCE: ("black", "-"), "random": ("tab:gray", "-"), "top": ("tab:blue", "--"),
+    IMPORTANCE: ("black", "-"), "gradient": ("black", "-"), "random": ("tab:gray", "-"),
+    "top": ("tab:blue", "--"),
     "bottom": ("tab:orange", "--"), "middle": ("tab:green", "--"),
     "avoid-middle": ("tab:red", "--"), "consecutive": ("tab:purple", ":"),
     "non-adjacent": ("tab:brown", ":"), "ablation": ("tab:cyan", "-."),
     "entropy": ("tab:olive", "-."), "confidence": ("tab:pink", "-."),
-    "magnitude": ("darkgoldenrod", "-."), "gradient": ("black", "-"),
+    "magnitude": ("darkgoldenrod", "-."),
 }
 
 
@@ -353,8 +355,9 @@ def estimators_section(tables: dict, run_dir: Path, figures: _Figures) -> Sectio
             table.rows.append([_text(key[0]), _text(key[1]), _text(key[2]), str(rho[2]),
                                _fmt_ms(*rho),
                                _fmt_ms(*_stats(r.get("pearson_r") for r in members)),
-                               _fmt(_stats(r.get("seconds") for r in members)[0], 1),
-                               _fmt(_stats(r.get("reference_seconds") for r in members)[0], 1)])
+                               _fmt_sig(_stats(r.get("seconds") for r in members)[0], 2),
+                               _fmt_sig(_stats(r.get("reference_seconds") for r in members)[0],
+                                        2)])
         section.tables.append(table)
     if has_curves:
         for model in _unique(k[0] for k in curves if k[3] == "estimator"):
@@ -395,6 +398,7 @@ def estimators_findings(tables: dict) -> list[str]:
 def _sparsity_summary(rows: list[dict]) -> dict[tuple, dict[float, dict]]:
     """(model, task, setting, metric) -> {sparsity: {value, relative, loss, achieved}}."""
     out: dict[tuple, dict[float, dict]] = {}
+    rows = [row for row in rows if _is_main(row)]
     for key, members in _group(rows, "model", "task", "setting", "metric").items():
         points = {}
         for (level,), at in _group(members, "sparsity_requested").items():

@@ -13,6 +13,12 @@ problem at once, each naming its key and what is allowed, before any work starts
     [pruning]    schedule, step, keep_one_per_layer, split, fraction, max_examples, batch_size
     [analyses]   recall, recall_threshold, drift, drift_max_examples, correlation,
                  freezing, pruned_finetune
+    [orders]     names, draws, finetune, finetune_ratios, compensation   (Budhraja et al.)
+    [estimators] names, max_examples, curves                            (vs exact ablation)
+    [sparsity]   levels, scope, finetune_levels, after_finetune         (Gordon et al.)
+
+The three companion sections are off when absent: each adds work (curves, fine-tuning runs)
+that a study of importance alone does not need.
 """
 
 from __future__ import annotations
@@ -106,6 +112,44 @@ class AnalysesSpec:
 
 
 @dataclass(frozen=True)
+class OrdersSpec:
+    """Pruning orders compared with importance order on the same curves (random, layer
+    location), and fine-tuning after pruning by each of them."""
+
+    names: tuple[str, ...] = ()
+    draws: int = 3                          # orders with a seed: draws per study seed
+    finetune: tuple[str, ...] = ()          # orders whose pruned models are fine-tuned again
+    finetune_ratios: tuple[float, ...] = (0.5,)
+    compensation: bool = True               # importance before/after that fine-tuning
+
+
+@dataclass(frozen=True)
+class EstimatorsSpec:
+    """Importance estimators compared with exact ablation (Spearman), and their curves."""
+
+    names: tuple[str, ...] = ()
+    max_examples: int | None = 256          # examples every estimator is computed on
+    curves: bool = True
+
+
+SPARSITY_LEVELS = tuple(round(0.1 * i, 1) for i in range(10))
+
+
+@dataclass(frozen=True)
+class SparsitySpec:
+    """Unstructured weight-magnitude pruning at sparsity levels (Gordon et al.)."""
+
+    levels: tuple[float, ...] = ()
+    scope: str = "global"
+    finetune_levels: tuple[float, ...] | None = None  # None: every level
+    after_finetune: bool = True
+
+    @property
+    def levels_to_finetune(self) -> tuple[float, ...]:
+        return self.levels if self.finetune_levels is None else self.finetune_levels
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     seeds: tuple[int, ...]
@@ -117,6 +161,9 @@ class StudyConfig:
     importance: ImportanceSpec = field(default_factory=ImportanceSpec)
     pruning: PruningSpec = field(default_factory=PruningSpec)
     analyses: AnalysesSpec = field(default_factory=AnalysesSpec)
+    orders: OrdersSpec = field(default_factory=OrdersSpec)
+    estimators: EstimatorsSpec = field(default_factory=EstimatorsSpec)
+    sparsity: SparsitySpec = field(default_factory=SparsitySpec)
     text: str = ""  # the TOML as given, for the run directory and the report
 
     @property
@@ -267,7 +314,8 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
     problems = _Problems()
     _unknown_keys(raw, "(top level)", {"study", "models", "tasks", "pretrain", "finetune",
-                                       "importance", "pruning", "analyses"}, problems)
+                                       "importance", "pruning", "analyses", "orders",
+                                       "estimators", "sparsity"}, problems)
     study = raw.get("study", {})
     _unknown_keys(study, "study", {"name", "seeds", "device"}, problems)
     name = _value(study, "name", "study", str, "study", problems)
@@ -352,12 +400,98 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
     if analyses.correlation and not analyses.drift:
         problems.add("analyses.correlation", "needs analyses.drift = true (it correlates "
                      "importance with the attention drift)")
+    orders = _orders(raw, problems)
+    estimators = _estimators(raw, problems)
+    sparsity = _sparsity(raw, problems)
     if problems.lines:
         count = len(problems.lines)
         raise ConfigError(f"{source}: {count} problem{'s' if count > 1 else ''}:\n  "
                           + "\n  ".join(problems.lines))
     return StudyConfig(name, tuple(seeds), device, models, tasks, pretrain, finetune,
-                       importance, pruning, analyses, text)
+                       importance, pruning, analyses, orders, estimators, sparsity, text)
+
+
+def _name_list(table: dict, key: str, where: str, allowed: tuple[str, ...], default,
+               problems: _Problems) -> tuple[str, ...]:
+    values = table.get(key, list(default))
+    if (not isinstance(values, list)
+            or not all(isinstance(v, str) and v in allowed for v in values)):
+        problems.add(f"{where}.{key}", f"{values!r}; allowed: a list of "
+                     f"{', '.join(allowed)}")
+        return tuple(default)
+    return tuple(dict.fromkeys(values))
+
+
+def _ratio_list(table: dict, key: str, where: str, default, problems: _Problems, *,
+                low_open: bool, allowed: str):
+    values = table.get(key, None if default is None else list(default))
+    if values is None:
+        return None
+    ok = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool)
+        and (0 < v < 1 if low_open else 0 <= v < 1) for v in values)
+    if not ok:
+        problems.add(f"{where}.{key}", f"{values!r}; allowed: {allowed}")
+        return None if default is None else tuple(default)
+    return tuple(sorted({round(float(v), 10) for v in values}))
+
+
+def _orders(raw: dict, problems: _Problems) -> OrdersSpec:
+    from headcount.orders import ORDERS
+
+    table = raw.get("orders", {})
+    if not isinstance(table, dict):
+        problems.add("orders", "must be a table ([orders])")
+        return OrdersSpec()
+    _unknown_keys(table, "orders", {f.name for f in fields(OrdersSpec)}, problems)
+    others = tuple(o for o in ORDERS if o != "importance")
+    names = _name_list(table, "names", "orders", others, (), problems)
+    finetune = _name_list(table, "finetune", "orders", ORDERS, (), problems)
+    draws = _value(table, "draws", "orders", int, OrdersSpec.draws, problems, **POSITIVE_INT)
+    ratios = _ratio_list(table, "finetune_ratios", "orders", OrdersSpec.finetune_ratios,
+                         problems, low_open=True, allowed="a list of ratios in (0, 1)")
+    compensation = _value(table, "compensation", "orders", bool, True, problems)
+    return OrdersSpec(names, draws, finetune, ratios, compensation)
+
+
+def _estimators(raw: dict, problems: _Problems) -> EstimatorsSpec:
+    from headcount.estimators import ESTIMATORS
+
+    table = raw.get("estimators", {})
+    if not isinstance(table, dict):
+        problems.add("estimators", "must be a table ([estimators])")
+        return EstimatorsSpec()
+    _unknown_keys(table, "estimators", {f.name for f in fields(EstimatorsSpec)}, problems)
+    others = tuple(e for e in ESTIMATORS if e != "gradient")
+    names = _name_list(table, "names", "estimators", others, (), problems)
+    max_examples = _value(table, "max_examples", "estimators", int,
+                          EstimatorsSpec.max_examples, problems, optional=True, **POSITIVE_INT)
+    curves = _value(table, "curves", "estimators", bool, True, problems)
+    return EstimatorsSpec(names, max_examples, curves)
+
+
+def _sparsity(raw: dict, problems: _Problems) -> SparsitySpec:
+    from headcount.weight_pruning import SCOPES
+
+    table = raw.get("sparsity", {})
+    if not isinstance(table, dict):
+        problems.add("sparsity", "must be a table ([sparsity])")
+        return SparsitySpec()
+    _unknown_keys(table, "sparsity", {f.name for f in fields(SparsitySpec)}, problems)
+    allowed = "a list of sparsities in [0, 1)"
+    # A [sparsity] section without levels means the default sweep 0, 10%, ..., 90%.
+    default = SPARSITY_LEVELS if table else ()
+    levels = _ratio_list(table, "levels", "sparsity", default, problems, low_open=False,
+                         allowed=allowed)
+    finetune_levels = _ratio_list(table, "finetune_levels", "sparsity", None, problems,
+                                  low_open=False, allowed=allowed)
+    if finetune_levels is not None and not set(finetune_levels) <= set(levels):
+        problems.add("sparsity.finetune_levels", f"{list(finetune_levels)} must be among "
+                     f"the levels {list(levels)}")
+    scope = _value(table, "scope", "sparsity", str, "global", problems,
+                   check=lambda v: v in SCOPES, allowed=", ".join(SCOPES))
+    after = _value(table, "after_finetune", "sparsity", bool, True, problems)
+    return SparsitySpec(tuple(levels), scope, finetune_levels, after)
 
 
 def load_config(path: str | Path) -> StudyConfig:

@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from headcount import study_companion as companion
 from headcount.importance import normalize
 from headcount.io import read_json_record
 from headcount.study import (
@@ -75,36 +76,6 @@ def freezing_result(run: Run, model: ModelSpec, task: TaskSpec, seed: int, layer
     return finetune_job(model.path, _train_options(run, task, seed),
                         _training_config(run, seed, layers), None,
                         eval_split=task.eval_split, device=run.config.device)
-
-
-def pruned_finetune_result(run: Run, task: TaskSpec, seed: int, checkpoint: str,
-                           scores: dict) -> dict:
-    """The fine-tuned model with `ratio` of its heads removed (least important first by the
-    first normalisation of the study), scored before and after fine-tuning it again."""
-    from headcount.evaluate import evaluate
-    from headcount.pipeline import load_for_task, prepare_for, train_and_score
-    from headcount.pruning import least_important_first, take_heads
-    from headcount.removal import remove_heads
-
-    ratio = run.config.analyses.pruned_finetune
-    method = run.config.importance.normalizations[0]
-    options = _train_options(run, task, seed)
-    resolved = options.resolve()
-    loaded = load_for_task(checkpoint, resolved, device=run.config.device, seed=seed)
-    raw = torch.tensor(scores["raw_scores"])
-    layers, heads = raw.shape
-    count = round(ratio * layers * heads)
-    chosen = take_heads(least_important_first(normalize(raw, method)), count,
-                        {layer: heads for layer in range(layers)}, False)
-    remove_heads(loaded.model, chosen)
-    dev = prepare_for(loaded, resolved, _options(task, split=task.eval_split, seed=seed,
-                                                 max_length=options.max_length))
-    before = evaluate(loaded.model, dev.batches(options.batch_size), dev.kind, resolved.metric)
-    after = train_and_score(loaded, resolved, options, _training_config(run, seed),
-                            eval_split=task.eval_split)
-    return {"ratio": ratio, "normalize": method, "heads_removed": len(chosen),
-            "before": {"metrics": before.metrics, "main_metric": before.main},
-            "after": {"metrics": after["metrics"], "main_metric": after["main_metric"]}}
 
 
 def _drift_rows(model: str, task: str, seed: int, record: dict):
@@ -239,17 +210,81 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
                         "value": value, "full_value": full_value,
                         "relative": value / full_value if full_value else None})
                 if analyses.pruned_finetune:
-                    result = evaluation_unit(
-                        run, f"{model.name} {task.name} pruned, before/after fine-tuning "
-                             f"(seed {seed})",
-                        run.path("pruned", model.name, task.name, f"seed-{seed}.json"),
-                        partial(pruned_finetune_result, run, task, seed, checkpoint, scores))
+                    result = companion.pruned_finetune_unit(
+                        run, model, task, seed, checkpoint, scores, "importance",
+                        analyses.pruned_finetune)
                     tables["pruned_finetune"] += _pruned_rows(model.name, task.name, seed,
                                                               tuned, result)
+                companion_units(run, tables, model, task, seed, checkpoint, tuned, scores,
+                                eval_options)
+            if config.estimators.names:
+                estimates = companion.estimator_scores(
+                    run, model, MLM, seed, mlm_path, companion.estimator_options(run, None, seed))
+                heads, agreement = companion.estimator_rows(model.name, MLM, seed, estimates)
+                tables["estimator_scores"] += heads
+                tables["estimator_agreement"] += agreement
+            if config.sparsity.levels:
+                tables["sparsity"] += companion.mlm_sparsity_unit(run, model, mlm_path, seed)
         if analyses.recall:
             tables["recall"] += _recall_rows(run, model.name, pretrain_curves,
                                              downstream_curves)
+        if config.orders.names and _shares_layers(model):
+            notes.append(f"{model.name}: its layers share one set of weights (ALBERT), so "
+                         "the layer-location orders do not apply; only random order was run.")
     return dict(tables), notes
+
+
+def companion_units(run: Run, tables: dict, model: ModelSpec, task: TaskSpec, seed: int,
+                    checkpoint: str, tuned: dict, scores: dict, eval_options) -> None:
+    """Pruning orders, fine-tuning after pruning with compensation, estimators and weight
+    sparsity for one fine-tuned model (whichever the configuration asks for)."""
+    config = run.config
+    if config.orders.names:
+        tables["order_curves"] += companion.order_curves(run, model, task, seed, checkpoint,
+                                                         eval_options, scores)
+    for order in config.orders.finetune:
+        if order != "importance" and order != "random" \
+                and not companion.layer_orders_apply(scores):
+            continue
+        for ratio in config.orders.finetune_ratios:
+            result = companion.pruned_finetune_unit(run, model, task, seed, checkpoint,
+                                                    scores, order, ratio)
+            tables["order_finetune"] += companion.order_finetune_rows(
+                model.name, task.name, seed, tuned, result)
+            summary, layers, heads = companion.compensation_rows(model.name, task.name, seed,
+                                                                 result)
+            tables["compensation"] += summary
+            tables["compensation_layers"] += layers
+            tables["compensation_heads"] += heads
+    if config.estimators.names:
+        estimates = companion.estimator_scores(
+            run, model, task.name, seed, checkpoint,
+            companion.estimator_options(run, task, seed))
+        heads, agreement = companion.estimator_rows(model.name, task.name, seed, estimates)
+        tables["estimator_scores"] += heads
+        tables["estimator_agreement"] += agreement
+        if config.estimators.curves:
+            tables["order_curves"] += companion.estimator_curves(
+                run, model, task, seed, checkpoint, eval_options, estimates)
+    spec = config.sparsity
+    if spec.levels:
+        metric = tuned["main_metric"]
+        if 0 in spec.levels_to_finetune:  # fine-tuning at sparsity 0 is the study's own
+            tables["sparsity"].append({
+                "model": model.name, "task": task.name, "seed": seed,
+                "setting": "pruned before fine-tuning", "sparsity_requested": 0.0,
+                "sparsity_achieved": None, "metric": metric,
+                "value": tuned["metrics"][metric], "relative": 1.0,
+                "mean_loss": tuned.get("eval_loss")})
+        for level in spec.levels_to_finetune:
+            if level == 0:
+                continue
+            record = companion.pretrain_pruned_unit(run, model, task, seed, level)
+            tables["sparsity"] += companion.pretrain_pruned_rows(model.name, task.name, seed,
+                                                                 tuned, record)
+        if spec.after_finetune:
+            tables["sparsity"] += companion.after_finetune_sparsity_unit(
+                run, model, task, seed, checkpoint, eval_options)
 
 
 def _shares_layers(model: ModelSpec) -> bool:
