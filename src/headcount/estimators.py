@@ -45,9 +45,10 @@ size D, intermediate size I, heads H and the element size e of the model's dtype
 e · S · (8·D + 2·I + 3·H·S) (hidden states, q/k/v, context and FFN activations, and three
 [H, S, S] score tensors alive at once, a conservative overcount), plus for masked LM
 12 · V bytes per masked position (float32 vocabulary logits and their log-softmax).
-The budget is 1 GiB on CPU (`CPU_BUDGET_BYTES`; beyond a few hundred rows a larger batch
-does not run faster there) and half of the free device memory on CUDA
-(`torch.cuda.mem_get_info` plus what the caching allocator holds unused).
+The budget is 512 MiB on CPU (`CPU_BUDGET_BYTES`: on a 2-core CPU, MiniLM ran fastest at
+K ≈ 12 for batches of 32 short sentences, which this budget gives; larger K ran slower, see
+benchmarks/README.md) and half of the free device memory on CUDA (`torch.cuda.mem_get_info`
+plus what the caching allocator holds unused).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from headcount.tasks.mlm import IGNORE_INDEX
 ESTIMATORS = ("gradient", "ablation", "entropy", "confidence", "magnitude")
 ATTENTION_ESTIMATORS = ("entropy", "confidence")
 
-CPU_BUDGET_BYTES = 1 << 30
+CPU_BUDGET_BYTES = 512 << 20
 CUDA_BUDGET_SHARE = 0.5
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
