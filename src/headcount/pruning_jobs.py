@@ -3,8 +3,6 @@ checkpoint."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +16,7 @@ from headcount.errors import ConfigError, HeadcountError
 from headcount.estimators import check_estimator, estimate_importance
 from headcount.evaluate import evaluate
 from headcount.importance import check_normalization, normalize
-from headcount.io import read_scores_record, write_atomic
+from headcount.io import read_scores_record, write_csv
 from headcount.models import CHECKPOINT_HEAD, load_model
 from headcount.orders import check_order, model_head_order, order_scores
 from headcount.pipeline import DataOptions, load_for_task, prepare_for
@@ -97,11 +95,7 @@ def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
 
 
 def write_curve_csv(path: str | Path, rows: list[dict]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_atomic(path, buffer.getvalue())
+    return write_csv(path, CURVE_COLUMNS, rows)
 
 
 def curve_job(

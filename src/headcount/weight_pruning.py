@@ -28,8 +28,6 @@ masks read off its zeros.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
@@ -340,13 +338,9 @@ def _restore(weights: dict[str, nn.Parameter], original: dict[str, torch.Tensor]
 
 
 def write_curve_csv(path: str | Path, rows: list[dict]) -> Path:
-    from headcount.io import write_atomic
+    from headcount.io import write_csv
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_atomic(path, buffer.getvalue())
+    return write_csv(path, CURVE_COLUMNS, rows)
 
 
 def sparsity_curve_job(model: str, options, *, sparsities: Iterable[float] | None = None,
