@@ -65,3 +65,43 @@ def test_compensation_record_checks_shapes():
         compensation_record(torch.zeros(2, 3), torch.zeros(3, 2), [[0], [0]])
     with pytest.raises(ValueError, match="layers of kept heads"):
         compensation_record(torch.zeros(2, 3), torch.zeros(2, 3), [[0]])
+
+
+def test_compensation_command_reads_the_heads_left_from_the_pruned_checkpoint(tmp_path, capsys):
+    import json
+
+    from conftest import make_model, write_tokenizer
+
+    from headcount.checkpoints import save_pruned
+    from headcount.cli import main
+    from headcount.removal import remove_heads
+
+    model = make_model("bert")
+    remove_heads(model, [(0, 2), (0, 3)])
+    pruned = tmp_path / "pruned"
+    save_pruned(model, pruned)
+    write_tokenizer(pruned)
+    before = {"raw_scores": [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]}
+    after = {"raw_scores": [[1.5, 1.0, 5.0, 5.0], [1.0, 1.0, 1.0, 3.0]]}
+    for name, record in (("before", before), ("after", after)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    out = tmp_path / "compensation.json"
+    assert main(["compensation", str(pruned), "--before", str(tmp_path / "before.json"),
+                 "--after", str(tmp_path / "after.json"), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    # the removed heads 0.2 and 0.3 are not counted, whatever their scores say
+    assert record["heads_remaining"] == 6
+    assert record["total_increase"] == pytest.approx(2.5)
+    assert record["top10_share"] == pytest.approx(2.0 / 2.5)  # ceil(0.6) = 1 head
+    assert record["gini"] == pytest.approx(brute_gini([0.5, 0, 0, 0, 0, 2.0]))
+    assert [layer["heads"] for layer in record["per_layer"]] == [2, 4]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("layer 0:   2 heads, importance 2 -> 2.5")
+    assert "top 10% carry 0.800 of it" in lines[-1]
+    # scores of different estimators are refused in one line
+    (tmp_path / "after.json").write_text(json.dumps({**after, "estimator": "ablation"}))
+    assert main(["compensation", str(pruned), "--before", str(tmp_path / "before.json"),
+                 "--after", str(tmp_path / "after.json"), "--out",
+                 str(tmp_path / "other.json")]) == 2
+    assert "different estimators" in capsys.readouterr().err
+    assert not (tmp_path / "other.json").exists()

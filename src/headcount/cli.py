@@ -217,6 +217,23 @@ def _recall(args) -> None:
     print(f"wrote {len(rows)} rows to {args.out}")
 
 
+def _compensation(args) -> None:
+    from headcount.compensation import compensation_job
+    from headcount.io import check_output_path, write_json
+
+    check_output_path(args.out)
+    record = compensation_job(args.before, args.after, args.model)
+    write_json(args.out, record)
+    for layer in record["per_layer"]:
+        mean = layer["change_mean"]
+        print(f"layer {layer['layer']}: {layer['heads']:3d} heads, importance "
+              f"{layer['before_sum']:.4g} -> {layer['after_sum']:.4g}"
+              + ("" if mean is None else f" (mean change {mean:+.4g})"))
+    print(f"{record['heads_remaining']} heads: total increase {record['total_increase']:.4g}, "
+          f"top 10% carry {record['top10_share']:.3f} of it, Gini {record['gini']:.3f}; "
+          f"wrote {args.out}")
+
+
 def _plot_recall(args) -> None:
     from headcount.plotting import save_recall_figure
 
@@ -357,6 +374,21 @@ def _add_curve_parser(commands) -> None:
     recall.add_argument("--step", type=float, default=0.05, help="grid step of x")
     recall.add_argument("--out", required=True, help="recall.csv to write")
     recall.set_defaults(run=_recall)
+
+    compensation = commands.add_parser(
+        "compensation", help="how the importance of the heads left changed after fine-tuning "
+                             "a pruned model",
+        description="Per head and layer: importance after minus before fine-tuning the pruned "
+                    "checkpoint (two scores.json of it), the share of the total increase "
+                    "carried by the top 10%% of heads and the Gini coefficient of the "
+                    "increases (Budhraja et al.'s compensation).",
+    )
+    compensation.add_argument("model", help="the pruned checkpoint (its heads are read from "
+                              "its config)")
+    compensation.add_argument("--before", required=True, help="scores.json before fine-tuning")
+    compensation.add_argument("--after", required=True, help="scores.json after fine-tuning")
+    compensation.add_argument("--out", required=True, help="compensation.json to write")
+    compensation.set_defaults(run=_compensation)
 
     from headcount.drift_cli import add_drift_commands
 
