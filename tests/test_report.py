@@ -348,7 +348,7 @@ def test_malformed_rows_do_not_cost_the_report(tmp_path):
 
 
 def test_a_failing_figure_is_noted_not_fatal(tmp_path, monkeypatch):
-    import headcount.report as report_module
+    import headcount.report_sections as report_module  # the drift section's home
 
     def broken(rows, model):
         raise ValueError("boom")

@@ -15,30 +15,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from headcount.plotting import mpl_text
-from headcount.report import (
+from headcount.report_figures import _Figures, _new_figure, _panel_grid
+from headcount.report_findings import _curve_kind
+from headcount.report_render import Block, Section, Table
+from headcount.report_sections import _table_links
+from headcount.report_values import (
     MISSING,
     RETAIN,
     TASK_COLOURS,
-    Block,
-    Section,
-    Table,
-    _curve_kind,
-    _Figures,
     _fmt,
     _fmt_ms,
     _fmt_sig,
     _group,
     _is_main,
     _models,
-    _new_figure,
     _num,
     _of_model,
-    _panel_grid,
     _pct,
     _pick_normalization,
     _rows,
     _stats,
-    _table_links,
     _text,
     _unique,
 )
