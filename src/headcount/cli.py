@@ -201,6 +201,11 @@ def _finetune(args) -> None:
     print(f"fine-tuned {record['steps']} steps ({record['examples_per_second']:.1f} examples/s, "
           f"{record['frozen_parameters']:,} parameters frozen); {record['eval_split']}: "
           f"{metrics}; wrote {args.out}")
+    pruned = record.get("weight_pruning")
+    if pruned:
+        print(f"encoder weights pruned by magnitude, held at 0: sparsity "
+              f"{pruned['achieved']:.4f} before training, "
+              f"{pruned['sparsity_after_training']:.4f} after")
 
 
 def _recall(args) -> None:
