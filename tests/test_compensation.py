@@ -43,21 +43,33 @@ def test_top_share_hand_cases():
     assert math.isnan(top_share(torch.zeros(4)))
 
 
-def test_compensation_record_ignores_removed_heads_and_sums_per_layer():
-    before = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 0.0]])
-    after = torch.tensor([[1.5, 1.0, 9.0], [2.5, 0.0, 0.0]])  # removed heads' values ignored
+def test_compensation_record_uses_shares_of_the_heads_left():
+    before = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    after = torch.tensor([[1.0, 1.0, 9.0], [2.0, 0.0, 0.0]])  # removed heads' values ignored
     kept = [[0, 1], [0]]
     record = compensation_record(before, after, kept)
     assert record["heads_remaining"] == 3
-    assert [h["change"] for h in record["per_head"]] == [0.5, -1.0, 2.0]
-    assert record["total_increase"] == pytest.approx(2.5)
-    assert record["total_decrease"] == pytest.approx(1.0)
-    assert record["heads_increased"] == 2
-    assert record["per_layer"][0]["change_sum"] == pytest.approx(-0.5)
-    assert record["per_layer"][1]["change_mean"] == pytest.approx(2.0)
-    # increases [0.5, 0, 2]: top 10% of 3 heads is 1 head carrying 2 / 2.5
-    assert record["top10_share"] == pytest.approx(0.8)
-    assert record["gini"] == pytest.approx(brute_gini([0.5, 0.0, 2.0]))
+    # shares before 1/4, 2/4, 1/4; after 1/4, 1/4, 2/4
+    changes = [h["share_change"] for h in record["per_head"]]
+    assert changes == pytest.approx([0.0, -0.25, 0.25])
+    assert [h["change"] for h in record["per_head"]] == [0.0, -1.0, 1.0]
+    assert record["total_before"] == 4.0 and record["total_after"] == 4.0
+    assert record["total_share_gain"] == pytest.approx(0.25)
+    assert record["heads_gaining"] == 1
+    assert record["per_layer"][0]["share_change"] == pytest.approx(-0.25)
+    assert record["per_layer"][1]["share_before"] == pytest.approx(0.25)
+    assert record["per_layer"][1]["share_after"] == pytest.approx(0.5)
+    # gains [0, 0, 0.25]: the top head (ceil(0.3) = 1) carries all of it
+    assert record["top10_share"] == pytest.approx(1.0)
+    assert record["gini"] == pytest.approx(brute_gini([0.0, 0.0, 0.25]))
+
+
+def test_a_uniform_rescaling_is_no_compensation():
+    """Fine-tuning lowers the loss and with it every raw gradient alike: no share moves."""
+    before = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    record = compensation_record(before, before / 10, [[0, 1], [0, 1]])
+    assert all(abs(h["share_change"]) < 1e-12 for h in record["per_head"])
+    assert math.isnan(record["top10_share"]) and math.isnan(record["gini"])
 
 
 def test_compensation_record_checks_shapes():
@@ -91,13 +103,16 @@ def test_compensation_command_reads_the_heads_left_from_the_pruned_checkpoint(tm
     record = json.loads(out.read_text())
     # the removed heads 0.2 and 0.3 are not counted, whatever their scores say
     assert record["heads_remaining"] == 6
-    assert record["total_increase"] == pytest.approx(2.5)
-    assert record["top10_share"] == pytest.approx(2.0 / 2.5)  # ceil(0.6) = 1 head
-    assert record["gini"] == pytest.approx(brute_gini([0.5, 0, 0, 0, 0, 2.0]))
+    # shares before: 1/6 each; after (1.5, 1, 1, 1, 1, 3) / 8.5
+    gains = [max(v / 8.5 - 1 / 6, 0) for v in (1.5, 1, 1, 1, 1, 3)]
+    assert record["total_share_gain"] == pytest.approx(sum(gains))
+    assert record["top10_share"] == pytest.approx(max(gains) / sum(gains))  # 1 of 6 heads
+    assert record["gini"] == pytest.approx(brute_gini(gains))
     assert [layer["heads"] for layer in record["per_layer"]] == [2, 4]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("layer 0:   2 heads, importance 2 -> 2.5")
-    assert "top 10% carry 0.800 of it" in lines[-1]
+    assert lines[0] == ("layer 0:   2 heads, importance 2 -> 2.5, share of the total "
+                        "0.333 -> 0.294")
+    assert "2 gain share, the top 10% carry" in lines[-1]
     # scores of different estimators are refused in one line
     (tmp_path / "after.json").write_text(json.dumps({**after, "estimator": "ablation"}))
     assert main(["compensation", str(pruned), "--before", str(tmp_path / "before.json"),

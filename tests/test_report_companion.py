@@ -57,7 +57,7 @@ def make_tables():
             for layer in range(2):
                 tables["compensation_layers"].append({
                     "model": "m", "task": "t", "seed": seed, "order": order, "ratio": 0.5,
-                    "layer": layer, "change_mean": 0.01 * layer})
+                    "layer": layer, "share_change": 0.01 * layer})
         for estimator, rho in (("gradient", 0.8), ("magnitude", 0.2 + 0.2 * seed)):
             tables["estimator_agreement"].append({
                 "model": "m", "task": "t", "seed": seed, "estimator": estimator,
@@ -119,5 +119,5 @@ def test_companion_sections_figures_and_findings_in_the_report(tmp_path):
     findings = " ".join(headline_findings(tables))
     assert "Spearman ρ with exact ablation: gradient 0.80, magnitude 0.30" in findings
     # top-10% share mean over 4 pruned models: (0.15 + 0.25) / 2 = 20%
-    assert "carry 20% of the total importance increase" in findings
+    assert "the top 10% of the remaining heads carry 20% of the gain in share" in findings
     assert "importance 0.650 → 0.950" in findings

@@ -230,12 +230,12 @@ def _compensation(args) -> None:
     record = compensation_job(args.before, args.after, args.model)
     write_json(args.out, record)
     for layer in record["per_layer"]:
-        mean = layer["change_mean"]
         print(f"layer {layer['layer']}: {layer['heads']:3d} heads, importance "
-              f"{layer['before_sum']:.4g} -> {layer['after_sum']:.4g}"
-              + ("" if mean is None else f" (mean change {mean:+.4g})"))
-    print(f"{record['heads_remaining']} heads: total increase {record['total_increase']:.4g}, "
-          f"top 10% carry {record['top10_share']:.3f} of it, Gini {record['gini']:.3f}; "
+              f"{layer['before_sum']:.4g} -> {layer['after_sum']:.4g}, share of the total "
+              f"{layer['share_before']:.3f} -> {layer['share_after']:.3f}")
+    print(f"{record['heads_remaining']} heads: importance {record['total_before']:.4g} -> "
+          f"{record['total_after']:.4g}; {record['heads_gaining']} gain share, the top 10% "
+          f"carry {record['top10_share']:.3f} of the gain, Gini {record['gini']:.3f}; "
           f"wrote {args.out}")
 
 

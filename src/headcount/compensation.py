@@ -1,18 +1,23 @@
 """Compensation: how the importance of the heads that remain changes when a pruned model is
 fine-tuned again (Budhraja et al. 2020 find it spread roughly evenly over them).
 
-Given the raw importance of the pruned model's remaining heads before and after fine-tuning
-it (same estimator, same examples), the change of head h is Δ_h = I_after[h] − I_before[h].
-How evenly the total increase is carried is summarised over the remaining heads by
+Given the raw importance of the pruned model's n remaining heads before and after
+fine-tuning it (same estimator, same examples), each head's **share** of the total is
+s_h = I[h] / Σ_k I[k]. The summaries use the change of share Δ_h = s_after[h] − s_before[h]
+(the changes sum to 0): raw gradient importance scales with the loss, which fine-tuning
+lowers for every head alike, so raw differences would mostly measure that. How evenly the
+gain is carried is summarised by
 
-- the share of the total increase Σ_h max(Δ_h, 0) carried by the top 10% of heads (the
-  ceil(10% · n) heads with the largest increase); an even spread gives about 0.1;
-- the Gini coefficient of the increases max(Δ_h, 0):
-  G = Σ_i Σ_j |x_i − x_j| / (2 n² x̄), 0 when every head gains the same, (n − 1)/n when one
-  head carries all of it.
+- `top10_share`: the share of the total gain Σ_h max(Δ_h, 0) carried by the top 10% of
+  heads (the ceil(10% · n) heads with the largest gain); an even spread over all heads
+  gives about 0.1 (over the heads that gain at all: 0.1 · n / heads gaining);
+- `gini`: the Gini coefficient of the gains max(Δ_h, 0) over all remaining heads,
+  G = Σ_i Σ_j |x_i − x_j| / (2 n² x̄): 0 when every head gains the same, (n − 1)/n when one
+  head carries all of it (a head that loses share counts as gaining 0).
 
-Raw (not per-layer normalised) importance is compared: normalising each layer would hide
-whether whole layers took over the pruned heads' work.
+The raw values, their changes and the totals are recorded too, per head and per layer.
+Shares are of the whole model, not per layer: normalising each layer would hide whether
+whole layers took over the pruned heads' work.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import torch
 
 TOP_SHARE = 0.1
+SHARE_TOLERANCE = 1e-12
 
 
 def gini(values: torch.Tensor) -> float:
@@ -59,8 +65,8 @@ def top_share(values: torch.Tensor, fraction: float = TOP_SHARE) -> float:
 
 def compensation_record(before: torch.Tensor, after: torch.Tensor,
                         kept: list[list[int]] | tuple) -> dict:
-    """The change of every remaining head's importance, per layer, and how evenly the
-    increase is spread.
+    """Every remaining head's importance and share of the total before and after
+    fine-tuning, per layer, and how evenly the gain of share is spread.
 
     `before`/`after` are raw importance `[layers, heads]` of the same pruned model before and
     after fine-tuning it; `kept` lists, per layer, the heads it still has (others are
@@ -76,36 +82,45 @@ def compensation_record(before: torch.Tensor, after: torch.Tensor,
     if len(kept) != before.shape[0]:
         raise ValueError(f"{len(kept)} layers of kept heads for scores of shape "
                          f"{list(before.shape)}")
-    before = before.detach().to(torch.float64)
-    after = after.detach().to(torch.float64)
-    heads, layers, changes = [], [], []
-    for layer, present in enumerate(kept):
-        layer_changes = []
-        for head in present:
-            change = float(after[layer, head] - before[layer, head])
-            heads.append({"layer": layer, "head": head, "before": float(before[layer, head]),
-                          "after": float(after[layer, head]), "change": change})
-            layer_changes.append(change)
-        changes += layer_changes
-        present_before = [float(before[layer, h]) for h in present]
-        present_after = [float(after[layer, h]) for h in present]
+    present = [(layer, head) for layer, heads in enumerate(kept) for head in heads]
+    raw_before = torch.tensor([float(before[h]) for h in present], dtype=torch.float64)
+    raw_after = torch.tensor([float(after[h]) for h in present], dtype=torch.float64)
+
+    def shares(values: torch.Tensor) -> torch.Tensor:
+        total = values.sum()
+        return values / total if total != 0 else torch.full_like(values, math.nan)
+
+    share_before, share_after = shares(raw_before), shares(raw_after)
+    delta = share_after - share_before
+    heads = [{"layer": layer, "head": head, "before": float(raw_before[i]),
+              "after": float(raw_after[i]), "change": float(raw_after[i] - raw_before[i]),
+              "share_before": float(share_before[i]), "share_after": float(share_after[i]),
+              "share_change": float(delta[i])}
+             for i, (layer, head) in enumerate(present)]
+    layers = []
+    for layer, kept_heads in enumerate(kept):
+        rows = [h for h in heads if h["layer"] == layer]
         layers.append({
-            "layer": layer, "heads": len(present),
-            "before_sum": sum(present_before), "after_sum": sum(present_after),
-            "change_sum": sum(layer_changes),
-            "change_mean": sum(layer_changes) / len(present) if present else None,
+            "layer": layer, "heads": len(kept_heads),
+            "before_sum": sum(h["before"] for h in rows),
+            "after_sum": sum(h["after"] for h in rows),
+            "share_before": sum(h["share_before"] for h in rows),
+            "share_after": sum(h["share_after"] for h in rows),
+            "share_change": sum(h["share_change"] for h in rows),
+            "share_change_mean": (sum(h["share_change"] for h in rows) / len(rows)
+                                  if rows else None),
         })
-    delta = torch.tensor(changes, dtype=torch.float64)
-    increase = delta.clamp(min=0)
+    # Shares are float64 sums of float32 scores: changes below 1e-12 are rounding, not gain.
+    gain = (torch.where(delta > SHARE_TOLERANCE, delta, 0) if not delta.isnan().any()
+            else torch.zeros(0))
     return {
-        "heads_remaining": len(changes),
-        "total_before": float(sum(h["before"] for h in heads)),
-        "total_after": float(sum(h["after"] for h in heads)),
-        "total_increase": float(increase.sum()),
-        "total_decrease": float((-delta).clamp(min=0).sum()),
-        "heads_increased": int((delta > 0).sum()),
-        "top10_share": top_share(increase),
-        "gini": gini(increase),
+        "heads_remaining": len(present),
+        "total_before": float(raw_before.sum()),
+        "total_after": float(raw_after.sum()),
+        "total_share_gain": float(gain.sum()) if gain.numel() else math.nan,
+        "heads_gaining": int((delta > SHARE_TOLERANCE).sum()),
+        "top10_share": top_share(gain),
+        "gini": gini(gain),
         "per_head": heads,
         "per_layer": layers,
     }

@@ -226,11 +226,13 @@ def order_finetune_section(tables: dict, run_dir: Path, figures: _Figures) -> Se
         "The fine-tuned model with a share of its heads removed in each order, scored before "
         "and after fine-tuning it again with the same recipe (relative to the unpruned "
         "fine-tuned model). Compensation: the gradient importance of every remaining head "
-        "is measured before and after that fine-tuning on the same examples; the change is "
-        "summarised by the share of the total increase carried by the top 10% of heads (an "
-        "even spread gives 10%) and the Gini coefficient of the increases (0 = even)."])
+        "is measured before and after that fine-tuning on the same examples, as its share of "
+        "the total importance of the remaining heads (raw gradient importance shrinks with the "
+        "loss for every head alike). How evenly the gain of share is spread: the part of the "
+        "total gain carried by the top 10% of heads (10% if every head gains alike) and the "
+        "Gini coefficient of the gains (0 if even, near 1 if one head takes it all)."])
     table = Table(["model", "task", "order", "ratio pruned", "seeds", "relative before",
-                   "relative after", "heads left", "top-10% share of increase", "Gini"], [],
+                   "relative after", "heads left", "top-10% part of the gain", "Gini"], [],
                   "Mean ± std over seeds.")
     for key in sorted(summary, key=lambda k: (str(k[0]), str(k[1]), _order_sort(str(k[2])),
                                               _num(k[3]) or 0)):
@@ -251,8 +253,9 @@ def order_finetune_section(tables: dict, run_dir: Path, figures: _Figures) -> Se
                             lambda m=model: figure_compensation_layers(layers, m))
         if stem:
             section.blocks.append(Block(f"{model}: change per layer", stem,
-                                        "Mean change of the importance of a remaining head "
-                                        "per layer (mean over seeds), per order."))
+                                        "Change of each layer's share of the total "
+                                        "importance of the remaining heads after fine-tuning "
+                                        "(mean over seeds), per order."))
     section.links = (_table_links(run_dir, "order_finetune")
                      + _table_links(run_dir, "compensation")
                      + _table_links(run_dir, "compensation_layers"))
@@ -260,7 +263,8 @@ def order_finetune_section(tables: dict, run_dir: Path, figures: _Figures) -> Se
 
 
 def figure_compensation_layers(rows: list[dict], model):
-    of_model = [r for r in _of_model(rows, model) if _num(r.get("change_mean")) is not None]
+    of_model = [r for r in _of_model(rows, model)
+                if _num(r.get("share_change")) is not None]
     tasks = _unique(r.get("task") for r in of_model)
     if not tasks:
         return None
@@ -273,7 +277,7 @@ def figure_compensation_layers(rows: list[dict], model):
                                               key=lambda item: _order_sort(str(item[0][0]))):
             by_layer = {key[0]: rows for key, rows in _group(members, "layer").items()}
             layers = sorted(by_layer, key=lambda v: _num(v) or 0)
-            means = [_stats(r.get("change_mean") for r in by_layer[layer])[0]
+            means = [_stats(r.get("share_change") for r in by_layer[layer])[0]
                      for layer in layers]
             colour, style = ORDER_STYLE.get(str(order), (None, "-"))
             label = f"{order}, {_pct(float(ratio))} pruned"
@@ -283,7 +287,7 @@ def figure_compensation_layers(rows: list[dict], model):
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_title(mpl_text(task))
         ax.set_xlabel("layer")
-        ax.set_ylabel("mean importance change" if index % columns == 0 else "")
+        ax.set_ylabel("change of the layer's share" if index % columns == 0 else "")
         ax.grid(alpha=0.3)
     figure.legend(handles=list(handles.values()), loc="outside lower center",
                   ncols=min(len(handles), 4), frameon=False)
@@ -313,12 +317,11 @@ def order_finetune_findings(tables: dict) -> list[str]:
         gini = _stats(r.get("gini") for r in members)
         if share[0] is None:
             continue
-        spread = "roughly evenly" if share[0] < 0.3 else "unevenly"
         sentences.append(
-            f"Compensation ({model} on {task}, {len(members)} pruned models): the top 10% of "
-            f"the remaining heads carry {_pct(share[0])} of the total importance increase "
-            f"after fine-tuning (10% if even), Gini {_fmt(gini[0])}: the increase is spread "
-            f"{spread} over the remaining heads.")
+            f"Compensation ({model} on {task}, {len(members)} pruned models): after "
+            f"fine-tuning, the top 10% of the remaining heads carry {_pct(share[0])} of the "
+            f"gain in share of importance, Gini {_fmt(gini[0])} (10% and 0 if every head "
+            f"gained alike).")
     return sentences
 
 

@@ -265,8 +265,8 @@ def compensation_rows(model: str, task: str, seed: int,
     key = {"model": model, "task": task, "seed": seed, "order": result["order"],
            "ratio": result["ratio"]}
     summary = {**key, **{name: record[name] for name in (
-        "heads_remaining", "total_before", "total_after", "total_increase", "total_decrease",
-        "heads_increased", "top10_share", "gini")}}
+        "heads_remaining", "total_before", "total_after", "total_share_gain", "heads_gaining",
+        "top10_share", "gini")}}
     layers = [{**key, **row} for row in record["per_layer"]]
     heads = [{**key, **row} for row in record["per_head"]]
     return [summary], layers, heads
