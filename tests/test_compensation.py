@@ -120,3 +120,21 @@ def test_compensation_command_reads_the_heads_left_from_the_pruned_checkpoint(tm
                  str(tmp_path / "other.json")]) == 2
     assert "different estimators" in capsys.readouterr().err
     assert not (tmp_path / "other.json").exists()
+
+
+def test_study_rows_recompute_the_summaries_from_the_saved_heads():
+    from headcount.study_companion import compensation_rows
+
+    before = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0], [3.0, 1.0, 2.0]],
+                          dtype=torch.float64)
+    after = torch.tensor([[2.0, 2.0, 0.5], [0.0, 0.0, 0.0], [1.0, 1.0, 4.0]],
+                         dtype=torch.float64)
+    kept = [[0, 1, 2], [], [0, 2]]  # layer 1 lost every head
+    record = compensation_record(before, after, kept)
+    stale = {**record, "top10_share": -1.0, "gini": -1.0}  # e.g. saved by older code
+    summary, layers, heads = compensation_rows(
+        "m", "t", 0, {"order": "random", "ratio": 0.5, "compensation": stale})
+    assert summary[0]["top10_share"] == pytest.approx(record["top10_share"])
+    assert summary[0]["gini"] == pytest.approx(record["gini"])
+    assert [row["heads"] for row in layers] == [3, 0, 2]
+    assert len(heads) == 5

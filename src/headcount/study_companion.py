@@ -258,10 +258,29 @@ def order_finetune_rows(model: str, task: str, seed: int, tuned: dict,
 
 def compensation_rows(model: str, task: str, seed: int,
                       result: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    """(summary row, per-layer rows, per-head rows) of one pruned fine-tuning."""
-    record = result.get("compensation")
-    if record is None:
+    """(summary row, per-layer rows, per-head rows) of one pruned fine-tuning. The summaries
+    are computed again from the saved per-head importance, so that they always follow the
+    current definitions (`headcount.compensation`)."""
+    from headcount.compensation import compensation_record
+
+    saved = result.get("compensation")
+    if saved is None:
         return [], [], []
+    heads = saved["per_head"]
+    layers = 1 + max((h["layer"] for h in heads), default=-1)
+    width = 1 + max((h["head"] for h in heads), default=-1)
+    before = torch.zeros(layers, width, dtype=torch.float64)
+    after = torch.zeros(layers, width, dtype=torch.float64)
+    kept: list[list[int]] = [[] for _ in range(len(saved["per_layer"]))]
+    for h in heads:
+        before[h["layer"], h["head"]] = h["before"]
+        after[h["layer"], h["head"]] = h["after"]
+        kept[h["layer"]].append(h["head"])
+    if len(kept) > layers:  # trailing layers with no head left
+        before = torch.cat([before, torch.zeros(len(kept) - layers, width,
+                                                dtype=torch.float64)])
+        after = torch.cat([after, torch.zeros(len(kept) - layers, width, dtype=torch.float64)])
+    record = compensation_record(before, after, kept)
     key = {"model": model, "task": task, "seed": seed, "order": result["order"],
            "ratio": result["ratio"]}
     summary = {**key, **{name: record[name] for name in (
