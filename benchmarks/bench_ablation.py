@@ -10,7 +10,9 @@ encoded batches:
                  (gate_heads), under torch.inference_mode; per-example differences summed
                  in float64
   ablation-K     headcount.estimators.ablation_importance(..., heads_per_pass=K): the batch
-                 repeated K times with a per-example gate, K heads per forward
+                 repeated K times with a per-example gate, K heads of one layer per
+                 forward; the layers below that layer are replayed from the plain pass
+                 (prefix reuse), so only Σ_l H·(L−l) layer passes run, not H·L·L
   ablation-auto  the same with heads_per_pass=None (K from the memory budget, per batch)
   gradient       headcount.head_importance (one forward+backward per batch)
   entropy        estimate_importance(..., "entropy"): eager attention for the call, one
@@ -238,7 +240,9 @@ def main(argv=None) -> int:
     modes = modes_of(args.ks)
     n = len(data)
     lengths = [len(ids) for ids in data.input_ids]
-    auto_ks = [auto_heads_per_pass(model, b, heads) for b in batches]
+    # ablation_importance evaluates one layer's heads per forward (prefix reuse): at most
+    # num_heads replicas, whatever the budget allows.
+    auto_ks = [auto_heads_per_pass(model, b, layout.num_heads) for b in batches]
     print(f"model {args.model}\ndevice {device}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     print(f"SST-2 dev: {n} examples in {len(batches)} batches of {args.batch_size} (mean "

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import FAMILIES, make_model, random_batch
+from conftest import FAMILIES, make_config, make_model, random_batch
 from torch.testing import assert_close
 
 import headcount.estimators as estimators
@@ -160,6 +160,72 @@ def test_ablation_of_a_physically_pruned_model(family, removed, heads_per_pass):
     kept = head_layout(model).kept
     assert all(result.raw[layer, head] != 0 for layer, heads in enumerate(kept)
                for head in heads)
+
+
+def three_layer_model(family):
+    """A tiny 3-layer model: two layers below the top one to replay."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    layers = {"n_layers": 3} if family == "distilbert" else {"num_hidden_layers": 3}
+    config = make_config(family, num_labels=2, **layers)
+    return AutoModelForSequenceClassification.from_config(config).double().eval()
+
+
+@pytest.mark.parametrize("heads_per_pass, passes_per_batch", [
+    (1, 3 + 4 * (3 + 2 + 1)),  # plain pass + each head runs its layer and those above
+    (3, 3 + 2 * (3 + 2 + 1)),  # 2 chunks (3 + 1 heads) per layer
+])
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_ablation_runs_only_the_layers_from_the_ablated_one_up(family, heads_per_pass,
+                                                                passes_per_batch):
+    """Real layer calls are counted: H·L·L + L = 39 per batch (K=1) without prefix reuse."""
+    model = three_layer_model(family)
+    stack = estimators._layer_stack(model, head_layout(model))
+    assert stack is not None and len(stack) == 3
+    layers = list(stack)
+    batches = uneven(classification_batch(model))
+    expected = brute_force_ablation(model, batches, "classification")
+    calls = [0]
+    handles = [layer.register_forward_pre_hook(lambda module, args: calls.__setitem__(
+        0, calls[0] + 1)) for layer in layers]
+    try:
+        result = ablation_importance(model, batches, "classification",
+                                     heads_per_pass=heads_per_pass)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls[0] == 2 * passes_per_batch  # two batches
+    assert_close(result.raw.double(), expected, rtol=1e-5, atol=1e-7)
+    assert all(a is b for a, b in zip(stack, layers, strict=True))
+
+
+def test_albert_takes_full_forwards():
+    model = make_model("albert")
+    assert estimators._layer_stack(model, head_layout(model)) is None
+
+
+def test_layers_are_restored_after_an_exception(monkeypatch):
+    model = three_layer_model("bert")
+    stack = estimators._layer_stack(model, head_layout(model))
+    layers = list(stack)
+    real = estimators.task_outputs
+
+    def failing(model, batch, kind):
+        if any(isinstance(layer, estimators._Replay) for layer in stack):
+            raise RuntimeError("boom")
+        return real(model, batch, kind)
+
+    monkeypatch.setattr(estimators, "task_outputs", failing)
+    batches = uneven(classification_batch(model))
+    with pytest.raises(RuntimeError, match="boom"):
+        ablation_importance(model, batches, "classification", heads_per_pass=2)
+    assert all(a is b for a, b in zip(stack, layers, strict=True))
+    assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks)
+               for m in model.modules()) == 0
+    monkeypatch.setattr(estimators, "task_outputs", real)
+    assert_close(ablation_importance(model, batches, "classification").raw.double(),
+                 brute_force_ablation(model, batches, "classification"), rtol=1e-5, atol=1e-7)
 
 
 def test_float32_ablation_is_close_to_float64():

@@ -14,6 +14,13 @@ convention: **higher score = more important** (pruning removes the lowest first)
   taken per example and summed in float64.
   ALBERT (shared=True, its default): head h is switched off in every layer application at
   once, H evaluations; `shared=False` ablates one application at a time (L·H).
+  **Prefix reuse** (models with distinct layers): switching off a head of layer l changes
+  nothing below layer l, so the plain pass records every layer's output, and the passes for
+  layer l's heads (K of layer l's heads at a time) replay layers 0..l−1 from that record
+  (the embeddings still run; the replayed layers do no work) and compute only layers
+  l..L−1 and the task head: Σ_l H·(L−l) layer passes per batch instead of H·L·L (21/36 of
+  the layer work for 6 layers, about half for deep models). ALBERT, whose one module runs
+  L times, takes full forwards.
 - `entropy`: how focused a head's attention is. For each real (non-padding) query token,
   the entropy H (nats) of its attention distribution over the real keys (padding keys
   dropped and the distribution renormalised), averaged over the real queries of each
@@ -39,16 +46,20 @@ gradient). Under torch.distributed each process passes its own share of the exam
 the per-process sums are added up, as `head_importance` does.
 
 **Choosing K (heads per pass) for ablation** when `heads_per_pass=None`, per batch:
-K = floor(budget / (B · bytes per example)), clamped to [1, heads left]. The bytes per
+K = floor(budget / (B · bytes per example)), clamped to [1, heads per layer] (with prefix
+reuse one forward holds heads of one layer only; ALBERT: [1, heads]). The bytes per
 example of one inference forward are estimated from the padded sequence length S, hidden
 size D, intermediate size I, heads H and the element size e of the model's dtype, as
 e · S · (8·D + 2·I + 3·H·S) (hidden states, q/k/v, context and FFN activations, and three
 [H, S, S] score tensors alive at once, a conservative overcount), plus for masked LM
 12 · V bytes per masked position (float32 vocabulary logits and their log-softmax).
-The budget is 512 MiB on CPU (`CPU_BUDGET_BYTES`: on a 2-core CPU, MiniLM ran fastest at
-K ≈ 12 for batches of 32 short sentences, which this budget gives; larger K ran slower, see
-benchmarks/README.md) and half of the free device memory on CUDA (`torch.cuda.mem_get_info`
-plus what the caching allocator holds unused).
+The budget is 512 MiB on CPU (`CPU_BUDGET_BYTES`, K ≈ 10-12 for MiniLM on batches of 32
+short sentences) and half of the free device memory on CUDA (`torch.cuda.mem_get_info`
+plus what the caching allocator holds unused). K does not reduce FLOPs: on a quiet 2-core
+CPU, K beyond ~1-4 gave no speed (full forwards: K=1 27.5 s, K=12 30.2 s, K=72 36.2 s);
+on the same CPU with other processes taking half of it, K=12 ran 2.5x faster than K=1
+(prefix reuse, 64 sentences: 38 s against 95 s; benchmarks/bench_ablation.py), so the
+budget was left where it was.
 """
 
 from __future__ import annotations
@@ -60,8 +71,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
-from headcount.arch import HeadLayout, attention_blocks, head_layout
+from headcount.arch import HeadLayout, attention_blocks, encoder_of, head_layout
 from headcount.distributed import sum_across_processes
 from headcount.drift import _per_example_mean, _restricted
 from headcount.errors import ConfigError, UnsupportedModelError
@@ -199,7 +211,10 @@ def memory_budget(device: torch.device) -> int:
 
 
 def auto_heads_per_pass(model: nn.Module, batch: dict[str, torch.Tensor], heads: int) -> int:
-    """K for one batch: as many replicas of the batch as the memory budget holds, 1..heads.
+    """K for one batch: as many replicas of the batch as the memory budget holds, 1..heads
+    (`ablation_importance` passes the most heads one forward can evaluate: one layer's).
+    On a CPU, K saves per-call overhead only (the FLOPs are the same); see the module
+    docstring for what was measured.
 
     Example:
         >>> auto_heads_per_pass(model, batch, heads=144)
@@ -225,6 +240,85 @@ def _candidates(layout: HeadLayout, shared: bool) -> list[tuple[int, int]]:
             for head in layout.kept_in_application(layer)]
 
 
+def _layer_stack(model: nn.Module, layout: HeadLayout) -> nn.ModuleList | None:
+    """The encoder's distinct layer modules in call order (BERT, RoBERTa, XLM-R, ELECTRA:
+    `encoder.layer`; DistilBERT: `transformer.layer`), or None where prefix reuse does not
+    apply (ALBERT's one shared module, a layout not recognised): those take full forwards."""
+    if layout.shared_layers:
+        return None
+    encoder = encoder_of(model)
+    holder = encoder.transformer if hasattr(encoder, "transformer") else getattr(
+        encoder, "encoder", None)
+    stack = getattr(holder, "layer", None)
+    if not isinstance(stack, nn.ModuleList) or len(stack) != layout.num_layers:
+        return None
+    return stack
+
+
+def _repeat_output(output, size: int, times: int):
+    """A layer's output with every tensor whose dim 0 is the batch repeated `times` times,
+    in the same structure (tensor, tuple/list with None entries, or a ModelOutput)."""
+    if isinstance(output, torch.Tensor):
+        if output.dim() > 0 and output.shape[0] == size:
+            return output.repeat(times, *([1] * (output.dim() - 1)))
+        return output
+    if isinstance(output, ModelOutput):
+        return type(output)(**{name: _repeat_output(value, size, times)
+                               for name, value in output.items()})
+    if isinstance(output, (tuple, list)):
+        return type(output)(_repeat_output(value, size, times) for value in output)
+    return output
+
+
+class _Replay(nn.Module):
+    """Stands in for an encoder layer below the ablated head: ignores its input and returns
+    the layer's output recorded in the plain pass, repeated for the K replicas. Exact: a
+    gate on a higher layer cannot change what a lower layer computes."""
+
+    def __init__(self, output, size: int, times: int):
+        super().__init__()
+        self.output, self.size, self.times = output, size, times
+
+    def forward(self, *args, **kwargs):
+        return _repeat_output(self.output, self.size, self.times)
+
+
+def _recording_pass(model: nn.Module, stack: nn.ModuleList, batch: dict[str, torch.Tensor],
+                    kind: str) -> tuple[torch.Tensor, list]:
+    """The plain pass's per-example losses and the output of every layer of `stack`."""
+    outputs: list = [None] * len(stack)
+
+    def recorder(index: int):
+        def hook(module, args, output):
+            outputs[index] = output
+        return hook
+
+    handles = [layer.register_forward_hook(recorder(index)) for index, layer in enumerate(stack)]
+    try:
+        losses = task_outputs(model, batch, kind).losses
+    finally:
+        for handle in handles:
+            handle.remove()
+    if any(output is None for output in outputs):
+        raise RuntimeError("the encoder did not call every layer of its stack once")
+    return losses, outputs
+
+
+@contextmanager
+def _replaying(stack: nn.ModuleList | None, outputs: list, size: int,
+               times: int) -> Iterator[None]:
+    """Layers 0..len(outputs)-1 of `stack` replaced by replays of `outputs` for the block
+    (no outputs: nothing replaced); the real layers are put back on exit or error."""
+    originals = [stack[index] for index in range(len(outputs))]
+    try:
+        for index, output in enumerate(outputs):
+            stack[index] = _Replay(output, size, times)
+        yield
+    finally:
+        for index, layer in enumerate(originals):
+            stack[index] = layer
+
+
 def ablation_importance(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -246,8 +340,17 @@ def ablation_importance(
     device = _device(model)
     gate_shape = (layout.num_heads,) if shared else (layout.num_layers, layout.num_heads)
     candidates = _candidates(layout, shared)
-    flat = torch.tensor([row * layout.num_heads + head for row, head in candidates],
-                        dtype=torch.long, device=device)
+    stack = None if shared else _layer_stack(model, layout)
+    # Groups of heads evaluated from the same first layer: with prefix reuse, each layer's
+    # heads (its layers below are replayed); otherwise all heads from layer 0.
+    if stack is None:
+        groups = [(0, candidates)] if candidates else []
+    else:
+        groups = [(layer, [c for c in candidates if c[0] == layer])
+                  for layer in range(layout.num_layers)]
+        groups = [(layer, group) for layer, group in groups if group]
+    widest = max((len(group) for _, group in groups), default=1)
+    flat = {(row, head): row * layout.num_heads + head for row, head in candidates}
     delta = torch.zeros(rows * layout.num_heads, dtype=torch.float64, device=device)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -255,24 +358,31 @@ def ablation_importance(
         for batch in batches_on_device(batches, device, desc="ablation", progress=progress,
                                        total=total):
             size = batch["input_ids"].shape[0]
-            base = task_outputs(model, batch, kind).losses.to(torch.float64)  # [batch]
+            if stack is None:
+                base, recorded = task_outputs(model, batch, kind).losses, []
+            else:
+                base, recorded = _recording_pass(model, stack, batch, kind)
+            base = base.to(torch.float64)  # [batch]
             total_loss += base.sum()
             count += size
-            step = heads_per_pass or auto_heads_per_pass(model, batch, len(candidates))
-            for start in range(0, len(candidates), step):
-                chunk = candidates[start:start + step]
-                k = len(chunk)
-                gate = torch.ones((k, size, *gate_shape), device=device)
-                for replica, (row, head) in enumerate(chunk):
-                    if shared:
-                        gate[replica, :, head] = 0
-                    else:
-                        gate[replica, :, row, head] = 0
-                with gate_heads(model, gate.view(k * size, *gate_shape), shared=shared):
-                    losses = task_outputs(model, _repeat(batch, k), kind).losses  # [k * batch]
-                # Per-example differences first: the means are close and would cancel.
-                change = (losses.to(torch.float64).view(k, size) - base).sum(dim=1)  # [k]
-                delta.index_add_(0, flat[start:start + k], change)
+            step = heads_per_pass or auto_heads_per_pass(model, batch, widest)
+            for first, group in groups:
+                for start in range(0, len(group), step):
+                    chunk = group[start:start + step]
+                    k = len(chunk)
+                    gate = torch.ones((k, size, *gate_shape), device=device)
+                    for replica, (row, head) in enumerate(chunk):
+                        if shared:
+                            gate[replica, :, head] = 0
+                        else:
+                            gate[replica, :, row, head] = 0
+                    with (gate_heads(model, gate.view(k * size, *gate_shape), shared=shared),
+                          _replaying(stack, recorded[:first], size, k)):
+                        losses = task_outputs(model, _repeat(batch, k), kind).losses  # [k*batch]
+                    # Per-example differences first: the means are close and would cancel.
+                    change = (losses.to(torch.float64).view(k, size) - base).sum(dim=1)  # [k]
+                    index = torch.tensor([flat[c] for c in chunk], device=device)
+                    delta.index_add_(0, index, change)
     sum_across_processes(delta)
     sum_across_processes(total_loss)
     count = int(sum_across_processes(torch.tensor([count], device=device)).item())
