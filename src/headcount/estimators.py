@@ -53,13 +53,13 @@ size D, intermediate size I, heads H and the element size e of the model's dtype
 e · S · (8·D + 2·I + 3·H·S) (hidden states, q/k/v, context and FFN activations, and three
 [H, S, S] score tensors alive at once, a conservative overcount), plus for masked LM
 12 · V bytes per masked position (float32 vocabulary logits and their log-softmax).
-The budget is 512 MiB on CPU (`CPU_BUDGET_BYTES`, K ≈ 10-12 for MiniLM on batches of 32
+The budget is 128 MiB on CPU (`CPU_BUDGET_BYTES`: K = 2-5 for MiniLM on batches of 32
 short sentences) and half of the free device memory on CUDA (`torch.cuda.mem_get_info`
-plus what the caching allocator holds unused). K does not reduce FLOPs: on a quiet 2-core
-CPU, K beyond ~1-4 gave no speed (full forwards: K=1 27.5 s, K=12 30.2 s, K=72 36.2 s);
-on the same CPU with other processes taking half of it, K=12 ran 2.5x faster than K=1
-(prefix reuse, 64 sentences: 38 s against 95 s; benchmarks/bench_ablation.py), so the
-budget was left where it was.
+plus what the caching allocator holds unused). K does not reduce FLOPs; on a CPU it only
+trades memory for GEMM shape. Quiet 2-core CPU, MiniLM, 64 SST-2 sentences, prefix reuse
+(benchmarks/bench_ablation.py): K=1 15.3 s / 108 MiB, K=4 15.6 s / 185 MiB, K=12 16.7 s /
+387 MiB, so the CPU budget keeps K small. (With other processes taking half of the CPU,
+K=12 once ran 2.5x faster than K=1: time-slicing favours fewer, larger calls.)
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ from headcount.tasks.mlm import IGNORE_INDEX
 ESTIMATORS = ("gradient", "ablation", "entropy", "confidence", "magnitude")
 ATTENTION_ESTIMATORS = ("entropy", "confidence")
 
-CPU_BUDGET_BYTES = 512 << 20
+CPU_BUDGET_BYTES = 128 << 20
 CUDA_BUDGET_SHARE = 0.5
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
