@@ -509,7 +509,11 @@ def sparsity_findings(tables: dict) -> list[str]:
         sentence = (f"{model}, {what} ({setting}): {metric} stays ≥ {_pct(RETAIN)} of the "
                     f"unpruned model up to {MISSING if kept is None else _pct(kept)} sparsity")
         top = max(relative)
-        sentence += f"; at {_pct(top)} sparsity it keeps {_fmt(relative[top])} of it"
+        if len(relative) <= 4:  # few levels: name them all
+            sentence += "; relative " + ", ".join(f"{_fmt(value)} at {_pct(level)}"
+                                                  for level, value in relative.items())
+        else:
+            sentence += f"; at {_pct(top)} sparsity it keeps {_fmt(relative[top])} of it"
         loss = points[top]["loss"][0]
         base = points[min(points)]["loss"][0]
         if task == "mlm" and loss is not None and base is not None:

@@ -383,4 +383,4 @@ def pretrain_pruned_rows(model: str, task: str, seed: int, tuned: dict,
              "setting": "pruned before fine-tuning", "sparsity_requested": record["level"],
              "sparsity_achieved": record["sparsity_after_training"], "metric": metric,
              "value": value, "relative": value / full if full else None,
-             "mean_loss": record.get("eval_loss")}]
+             "mean_loss": record.get("eval_loss"), "main": True}]

@@ -269,13 +269,13 @@ def companion_units(run: Run, tables: dict, model: ModelSpec, task: TaskSpec, se
     spec = config.sparsity
     if spec.levels:
         metric = tuned["main_metric"]
-        if 0 in spec.levels_to_finetune:  # fine-tuning at sparsity 0 is the study's own
+        if spec.levels_to_finetune:  # sparsity 0 (the reference) is the study's fine-tuning
             tables["sparsity"].append({
                 "model": model.name, "task": task.name, "seed": seed,
                 "setting": "pruned before fine-tuning", "sparsity_requested": 0.0,
                 "sparsity_achieved": None, "metric": metric,
                 "value": tuned["metrics"][metric], "relative": 1.0,
-                "mean_loss": tuned.get("eval_loss")})
+                "mean_loss": tuned.get("eval_loss"), "main": True})
         for level in spec.levels_to_finetune:
             if level == 0:
                 continue
