@@ -216,6 +216,17 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return model.base_model
 
 
+def layer_stack(model: nn.Module) -> nn.ModuleList | None:
+    """The encoder's distinct transformer layers in call order (BERT, RoBERTa, XLM-R,
+    ELECTRA: `encoder.layer`; DistilBERT: `transformer.layer`), or None for ALBERT, whose
+    one shared layer (inside its layer groups) runs num_hidden_layers times."""
+    family = family_of(model.config)
+    if family.shared_layers:
+        return None
+    encoder = encoder_of(model)
+    return encoder.transformer.layer if family.name == "distilbert" else encoder.encoder.layer
+
+
 def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
     return family_of(model.config).blocks(encoder_of(model))
 

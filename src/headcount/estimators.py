@@ -73,7 +73,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from headcount.arch import HeadLayout, attention_blocks, encoder_of, head_layout
+from headcount.arch import HeadLayout, attention_blocks, head_layout, layer_stack
 from headcount.distributed import sum_across_processes
 from headcount.drift import _per_example_mean, _restricted
 from headcount.errors import ConfigError, UnsupportedModelError
@@ -244,12 +244,7 @@ def _layer_stack(model: nn.Module, layout: HeadLayout) -> nn.ModuleList | None:
     """The encoder's distinct layer modules in call order (BERT, RoBERTa, XLM-R, ELECTRA:
     `encoder.layer`; DistilBERT: `transformer.layer`), or None where prefix reuse does not
     apply (ALBERT's one shared module, a layout not recognised): those take full forwards."""
-    if layout.shared_layers:
-        return None
-    encoder = encoder_of(model)
-    holder = encoder.transformer if hasattr(encoder, "transformer") else getattr(
-        encoder, "encoder", None)
-    stack = getattr(holder, "layer", None)
+    stack = layer_stack(model)
     if not isinstance(stack, nn.ModuleList) or len(stack) != layout.num_layers:
         return None
     return stack

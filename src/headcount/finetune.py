@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from headcount.arch import encoder_of, family_of
+from headcount.arch import encoder_of, family_of, layer_stack
 from headcount.data import EncodedData
 from headcount.errors import ConfigError, UnsupportedModelError
 from headcount.forward import task_outputs
@@ -73,13 +73,6 @@ class TrainingResult:
         return self.examples_seen / self.seconds if self.seconds > 0 else math.nan
 
 
-def _encoder_layers(model: nn.Module) -> list[nn.Module]:
-    encoder = encoder_of(model)
-    if hasattr(encoder, "transformer"):  # DistilBERT
-        return list(encoder.transformer.layer)
-    return list(encoder.encoder.layer)
-
-
 def freeze_lower_layers(model: nn.Module, layers: int) -> int:
     """Freeze the embeddings and the lowest `layers` encoder layers; returns how many
     parameters were frozen. 0 freezes nothing."""
@@ -91,7 +84,7 @@ def freeze_lower_layers(model: nn.Module, layers: int) -> int:
             "--freeze-layers: ALBERT's layers share one set of weights, so freezing the lowest "
             f"{layers} would freeze all of them; use --freeze-layers 0"
         )
-    stack = _encoder_layers(model)
+    stack = list(layer_stack(model))
     if layers > len(stack):
         raise ConfigError(f"--freeze-layers {layers}: the model has {len(stack)} layers")
     frozen = 0

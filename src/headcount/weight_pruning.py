@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from headcount.arch import encoder_of, family_of
+from headcount.arch import encoder_of, layer_stack
 from headcount.errors import ConfigError, HeadcountError, suggest
 
 SCOPES = ("global", "layer")
@@ -68,13 +68,10 @@ def check_scope(scope: str) -> str:
 
 def _layer_stack(model: nn.Module) -> nn.Module:
     """The module holding the encoder's transformer layers."""
-    family = family_of(model.config)  # refuses unsupported architectures
-    encoder = encoder_of(model)
-    if family.name == "distilbert":
-        return encoder.transformer.layer
-    if family.shared_layers:  # ALBERT: the shared layer lives in its layer groups
-        return encoder.encoder.albert_layer_groups
-    return encoder.encoder.layer
+    stack = layer_stack(model)  # refuses unsupported architectures
+    if stack is None:  # ALBERT: the shared layer lives in its layer groups
+        return encoder_of(model).encoder.albert_layer_groups
+    return stack
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
