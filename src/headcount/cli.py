@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     importance = commands.add_parser(
-        "importance", help="head importance (Michel et al.) of a model on a task",
+        "importance", help="head importance of a model on a task (gradient, ablation, ...)",
         description="Exact per-example head importance I[l,h] = mean |dL/dxi[l,h]| "
                     "(or another --estimator; higher = more important).",
     )
