@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 DEMO_TOML = """\
-# headcount demo: all-MiniLM-L6-v2 on BBC News, offline, about 10 minutes on 2 CPU cores.
+# headcount demo: all-MiniLM-L6-v2 on BBC News, offline, about 30 minutes on 2 CPU cores.
 [study]
 name = "demo"
 seeds = [{seeds}]
