@@ -40,11 +40,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,13 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_importance import (  # noqa: E402
     MIB,
     RssSampler,
-    cpu_jiffies,
     default_model_path,
     fmt_share,
-    other_load,
+    library_versions,
     rss_bytes,
+    run_header,
     sync,
-    wait_for_quiet,
+    timed,
 )
 
 from headcount.arch import head_layout  # noqa: E402
@@ -147,17 +145,11 @@ def time_modes(model, batches, modes, device, repeats, idle_wait):
     results = {}
     for repeat in range(repeats):
         for mode in modes:
-            if device.type == "cpu" and idle_wait > 0:
-                wait_for_quiet(idle_wait)
             gc.collect()
-            sync(device)
-            b0, t0 = cpu_jiffies()
-            c0 = time.process_time()
-            start = time.perf_counter()
-            result = workload(mode, model, batches)
-            sync(device)
-            times[mode].append(time.perf_counter() - start)
-            others[mode].append(other_load(b0, t0, c0, *cpu_jiffies(), time.process_time()))
+            seconds, share, result = timed(lambda m=mode: workload(m, model, batches), device,
+                                           idle_wait)
+            times[mode].append(seconds)
+            others[mode].append(share)
             results.setdefault(mode, result)
         print(f"  repeat {repeat + 1}/{repeats}: "
               + ", ".join(f"{m} {times[m][-1]:.2f}s" + fmt_share(others[m][-1])
@@ -305,26 +297,12 @@ def main(argv=None) -> int:
         print(f"WARNING: other processes took > 10% of the CPU during some runs of "
               f"{', '.join(busy)}; best-of-{args.repeats} is the more reliable figure")
 
-    import transformers
 
-    import headcount
 
     out = args.out or REPO / "benchmarks" / "results" / f"ablation-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {
-        "benchmark": "ablation",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "model": args.model,
-        "device": str(device),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else None},
-        "versions": {"headcount": headcount.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__,
-                     "python": platform.python_version()},
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    if k != "measure_memory"},
+        **run_header("ablation", args, device, library_versions()),
         "data": {"examples": n, "batches": len(batches), "mean_length": sum(lengths) / n,
                  "max_length_seen": max(lengths), "heads": heads, "auto_k_per_batch": auto_ks},
         "correctness": correctness,

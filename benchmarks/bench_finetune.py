@@ -56,12 +56,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import gc
 import json
 import math
 import os
-import platform
 import random
 import re
 import statistics
@@ -91,18 +89,6 @@ MIB = 2**20
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def versions() -> dict:
-    # not headcount.io.versions(): that one runs git
-    import accelerate
-    import transformers
-
-    import headcount
-
-    return {"headcount": headcount.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "python": platform.python_version()}
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -182,17 +168,7 @@ def timed(fn, device, idle_wait: float, benchmark_wait: float):
     waited = wait_for_other_benchmarks(benchmark_wait)
     if waited["others"]:
         BENCHMARK_WAITS.append(waited)
-    if device.type == "cpu" and idle_wait > 0:
-        bench.wait_for_quiet(idle_wait)
-    bench.sync(device)
-    b0, t0 = bench.cpu_jiffies()
-    c0 = time.process_time()
-    start = time.perf_counter()
-    result = fn()
-    bench.sync(device)
-    seconds = time.perf_counter() - start
-    share = bench.other_load(b0, t0, c0, *bench.cpu_jiffies(), time.process_time())
-    return seconds, share, result
+    return bench.timed(fn, device, idle_wait)
 
 
 def summary(values: list[float]) -> dict:
@@ -752,19 +728,7 @@ def main(argv=None) -> int:
     waited = wait_for_other_benchmarks(args.wait_benchmarks)
     if waited["others"]:
         print(f"waited {waited['waited_s']:.0f}s for other benchmarks", flush=True)
-    record = {
-        "benchmark": "finetune",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "model": args.model,
-        "device": str(device),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else None},
-        "versions": versions(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    if k != "measure_memory"},
-    }
+    record = bench.run_header("finetune", args, device, bench.library_versions("accelerate"))
     if "finetune" in args.parts:
         record["finetune"] = run_finetune(args, device)
         print_finetune(record["finetune"], args)

@@ -217,6 +217,48 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.10, window: float = 0.5
             return share
 
 
+def timed(fn, device, idle_wait: float):
+    """(seconds, other processes' CPU share, result) of one run of `fn`, after waiting (up
+    to `idle_wait` s, on CPU) for a quiet CPU."""
+    if device.type == "cpu" and idle_wait > 0:
+        wait_for_quiet(idle_wait)
+    sync(device)
+    b0, t0 = cpu_jiffies()
+    c0 = time.process_time()
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return seconds, other_load(b0, t0, c0, *cpu_jiffies(), time.process_time()), result
+
+
+def library_versions(*extra: str) -> dict:
+    """Versions of headcount, torch, transformers, the `extra` modules and Python (not
+    headcount.io.versions(): that one runs git)."""
+    import importlib
+
+    names = ("headcount", "torch", "transformers", *extra)
+    found = {name: importlib.import_module(name).__version__ for name in names}
+    return {**found, "python": platform.python_version()}
+
+
+def run_header(name: str, args, device: torch.device, versions: dict) -> dict:
+    """The fields every benchmark's results JSON starts with: what ran, where and how."""
+    return {
+        "benchmark": name,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "model": args.model,
+        "device": str(device),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda"
+                    else None},
+        "versions": versions,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                    if k != "measure_memory"},
+    }
+
+
 def time_modes(model, batches, singles, device, repeats: int, idle_wait: float):
     """Wall times per mode, `repeats` runs each, modes interleaved so drift hits all alike;
     with the share of the CPU that other processes took during each run."""
@@ -226,16 +268,10 @@ def time_modes(model, batches, singles, device, repeats: int, idle_wait: float):
     others: dict[str, list[float | None]] = {mode: [] for mode in MODES}
     for repeat in range(repeats):
         for mode in MODES:
-            if device.type == "cpu" and idle_wait > 0:
-                wait_for_quiet(idle_wait)
-            sync(device)
-            b0, t0 = cpu_jiffies()
-            c0 = time.process_time()
-            start = time.perf_counter()
-            workload(mode, model, batches, singles)
-            sync(device)
-            times[mode].append(time.perf_counter() - start)
-            others[mode].append(other_load(b0, t0, c0, *cpu_jiffies(), time.process_time()))
+            seconds, share, _ = timed(lambda m=mode: workload(m, model, batches, singles),
+                                      device, idle_wait)
+            times[mode].append(seconds)
+            others[mode].append(share)
         print(f"  repeat {repeat + 1}/{repeats}: "
               + ", ".join(f"{m} {times[m][-1]:.2f}s" + fmt_share(others[m][-1]) for m in MODES),
               flush=True)
@@ -490,25 +526,12 @@ def main(argv=None) -> int:
     print(f"importance is {loop['time_s_best'] / imp['time_s_best']:.1f}x faster than "
           f"one-at-a-time (best; {loop['time_s_median'] / imp['time_s_median']:.1f}x median)")
 
-    import transformers
 
-    import headcount
 
     out = args.out or REPO / "benchmarks" / "results" / f"importance-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {
-        "benchmark": "importance",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "model": args.model,
-        "device": str(device),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else None},
-        "versions": {"headcount": headcount.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version()},
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    if k != "measure_memory"},
+        **run_header("importance", args, device, library_versions()),
         "data": {"examples": n, "batches": len(batches), "mean_length": sum(lengths) / n,
                  "max_length_seen": max(lengths), "padded_tokens": padded_tokens},
         "correctness": check,

@@ -49,11 +49,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -96,22 +94,6 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: batch[name] for name in MODEL_INPUTS if name in batch}
 
 
-def timed(fn: Callable[[], object], device, idle_wait: float):
-    """(seconds, other processes' CPU share, result) of one run of `fn`, after waiting for
-    a quiet CPU."""
-    if device.type == "cpu" and idle_wait > 0:
-        bench.wait_for_quiet(idle_wait)
-    bench.sync(device)
-    b0, t0 = bench.cpu_jiffies()
-    c0 = time.process_time()
-    start = time.perf_counter()
-    result = fn()
-    bench.sync(device)
-    seconds = time.perf_counter() - start
-    share = bench.other_load(b0, t0, c0, *bench.cpu_jiffies(), time.process_time())
-    return seconds, share, result
-
-
 def time_interleaved(workloads: dict[str, Callable[[], object]], device, repeats: int,
                      idle_wait: float):
     """`repeats` timed runs of every workload, interleaved within each repeat. Returns
@@ -120,7 +102,7 @@ def time_interleaved(workloads: dict[str, Callable[[], object]], device, repeats
     results: dict[str, list] = {name: [] for name in workloads}
     for repeat in range(repeats):
         for name, fn in workloads.items():
-            seconds, share, result = timed(fn, device, idle_wait)
+            seconds, share, result = bench.timed(fn, device, idle_wait)
             runs[name]["times_s"].append(seconds)
             runs[name]["other_cpu_share"].append(share)
             results[name].append(result)
@@ -180,16 +162,6 @@ def mask_without(layout, heads) -> torch.Tensor:
     for layer, head in heads:
         mask[layer, head] = 0
     return mask
-
-
-def versions() -> dict:
-    # not headcount.io.versions(): that one runs git
-    import transformers
-
-    import headcount
-
-    return {"headcount": headcount.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
 
 
 # --------------------------------------------------------------------------- speed
@@ -706,17 +678,7 @@ def main(argv=None) -> int:
     out = args.out or bench.REPO / "benchmarks" / "results" / f"pruning-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {
-        "benchmark": "pruning",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "model": args.model,
-        "device": str(device),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else None},
-        "versions": versions(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    if k != "measure_memory"},
+        **bench.run_header("pruning", args, device, bench.library_versions()),
         "flops_formula": {
             "per_layer_projections": "2 * 4 * B*T * hidden * (kept_heads * head_dim)",
             "per_layer_attention": "2 * 2 * B * T^2 * (kept_heads * head_dim)",
