@@ -182,14 +182,19 @@ def finetune_unit(run: Run, model: ModelSpec, task: TaskSpec, seed: int) -> Path
     return output
 
 
-def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path) -> dict:
+def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path,
+                    estimator: str = "gradient") -> dict:
+    """Raw importance by `estimator`, with the unit's wall time including loading (what
+    choosing the estimator costs)."""
     from headcount.pipeline import importance_job
 
     with run.unit(f"importance: {label}", output) as todo:
         if todo:
-            write_json(output, importance_job(checkpoint, options, normalize_method="none",
-                                              device=run.config.device,
-                                              progress=run.progress))
+            started = time.perf_counter()
+            record = importance_job(checkpoint, options, normalize_method="none",
+                                    device=run.config.device, progress=run.progress,
+                                    estimator=estimator)
+            write_json(output, {**record, "seconds": time.perf_counter() - started})
     return read_json_record(output, "importance record")
 
 

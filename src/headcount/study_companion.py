@@ -9,15 +9,20 @@ run resumes here too. Seeds: the order of a (study seed s, draw d) is drawn with
 
 from __future__ import annotations
 
-import time
 import warnings
 from functools import partial
 
 import torch
 
 from headcount.importance import normalize
-from headcount.io import read_json_record, write_json
-from headcount.study import Run, _mlm_options, _options, curve_unit, evaluation_unit
+from headcount.study import (
+    Run,
+    _mlm_options,
+    _options,
+    curve_unit,
+    evaluation_unit,
+    importance_unit,
+)
 from headcount.study_config import ModelSpec, TaskSpec
 
 MLM = "mlm"
@@ -112,24 +117,11 @@ def estimator_scores(run: Run, model: ModelSpec, task_name: str, seed: int, chec
                      options) -> dict[str, dict]:
     """Every configured estimator's scores (and gradient's, as the reference of the
     study) on the same examples."""
-    from headcount.pipeline import importance_job
-
-    results = {}
-    for estimator in ("gradient", *run.config.estimators.names):
-        output = run.path("importance-estimators", model.name, task_name, estimator,
-                          f"seed-{seed}.json")
-        with run.unit(f"importance by {estimator}: {model.name} {task_name} (seed {seed})",
-                      output) as todo:
-            if todo:
-                started = time.perf_counter()
-                record = importance_job(checkpoint, options, normalize_method="none",
-                                        device=run.config.device, progress=run.progress,
-                                        estimator=estimator)
-                # wall time including loading: what choosing this estimator costs
-                write_json(output, {**record, "seconds": time.perf_counter() - started})
-
-        results[estimator] = read_json_record(output, "importance record")
-    return results
+    return {estimator: importance_unit(
+                run, f"{model.name} {task_name} by {estimator} (seed {seed})", checkpoint,
+                options, run.path("importance-estimators", model.name, task_name, estimator,
+                                  f"seed-{seed}.json"), estimator)
+            for estimator in ("gradient", *run.config.estimators.names)}
 
 
 def estimator_rows(model: str, task: str, seed: int,
@@ -169,15 +161,14 @@ def estimator_options(run: Run, task: TaskSpec | None, seed: int):
     """The examples every estimator is computed on: the importance data, at most
     [estimators].max_examples of it."""
     config = run.config
-    limit = config.estimators.max_examples
+    limits = [config.estimators.max_examples]
     if task is None:
-        cap = config.pretrain.importance_max_examples
-        cap = limit if cap is None else (cap if limit is None else min(cap, limit))
+        limits.append(config.pretrain.importance_max_examples)
+        cap = min((n for n in limits if n is not None), default=None)
         return _mlm_options(config, split="train", fraction=config.pretrain.importance_fraction,
                             max_examples=cap, seed=seed, batch_size=config.importance.batch_size)
     imp = config.importance
-    cap = imp.max_examples
-    cap = limit if cap is None else (cap if limit is None else min(cap, limit))
+    cap = min((n for n in [*limits, imp.max_examples] if n is not None), default=None)
     return _options(task, split=imp.split, fraction=imp.fraction, max_examples=cap, seed=seed,
                     batch_size=imp.batch_size, max_length=config.finetune.max_length)
 

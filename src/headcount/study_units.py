@@ -116,7 +116,8 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
     imp, prune, analyses = config.importance, config.pruning, config.analyses
     for model in config.models:
         freezing = analyses.freezing
-        if freezing and _shares_layers(model):
+        shares_layers = bool(freezing or config.orders.names) and _shares_layers(model)
+        if freezing and shares_layers:
             notes.append(f"{model.name}: its layers share one set of weights (ALBERT), so the "
                          "freezing experiment (freeze the lowest K layers) does not apply.")
             freezing = ()
@@ -228,7 +229,7 @@ def run_all(run: Run) -> tuple[dict[str, list[dict]], list[str]]:
         if analyses.recall:
             tables["recall"] += _recall_rows(run, model.name, pretrain_curves,
                                              downstream_curves)
-        if config.orders.names and _shares_layers(model):
+        if config.orders.names and shares_layers:
             notes.append(f"{model.name}: its layers share one set of weights (ALBERT), so "
                          "the layer-location orders do not apply; only random order was run.")
     return dict(tables), notes
