@@ -22,7 +22,9 @@ from transformers import (
     XLMRobertaConfig,
 )
 
+from headcount.data import EncodedData
 from headcount.models import quiet_transformers
+from headcount.tasks.mlm import IGNORE_INDEX
 
 quiet_transformers()
 
@@ -89,6 +91,35 @@ def random_batch(model, batch_size: int = 3, seq_len: int = 9, *, seed: int = 1,
         mask[-1, -pad_last:] = 0
         ids[-1, -pad_last:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def classification_batch(model, batch_size=5, seq_len=8, seed=1, pad_last=3):
+    """`random_batch` with class labels cycling through the model's labels."""
+    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=pad_last)
+    batch["labels"] = torch.arange(batch_size) % model.config.num_labels
+    return batch
+
+
+def mlm_batch(model, batch_size=4, seq_len=10, seed=2):
+    """`random_batch` with 1-3 masked-LM targets per example (at real positions)."""
+    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=2)
+    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+    generator = torch.Generator().manual_seed(seed)
+    for row in range(batch_size):
+        length = int(batch["attention_mask"][row].sum())
+        positions = torch.randperm(length, generator=generator)[: 1 + row % 3]
+        labels[row, positions] = batch["input_ids"][row, positions]
+    batch["labels"] = labels
+    return batch
+
+
+def toy_data(size=24, seed=0) -> EncodedData:
+    """A small random classification set whose label is the parity of the id sum."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = [[2, *torch.randint(5, 100, (int(n),), generator=generator).tolist(), 3]
+           for n in torch.randint(3, 9, (size,), generator=generator)]
+    labels = [int(sum(row)) % 2 for row in ids]
+    return EncodedData("classification", ids, None, labels, pad_token_id=0)
 
 
 def write_tokenizer(directory: Path) -> BertTokenizerFast:

@@ -8,7 +8,13 @@ import math
 
 import pytest
 import torch
-from conftest import FAMILIES, make_config, make_model, random_batch
+from conftest import (
+    FAMILIES,
+    classification_batch,
+    make_config,
+    make_model,
+    mlm_batch,
+)
 from torch.testing import assert_close
 
 import headcount.estimators as estimators
@@ -32,22 +38,6 @@ from headcount.tasks.mlm import IGNORE_INDEX
 # --------------------------------------------------------------------------- helpers
 
 
-def classification_batch(model, batch_size=5, seq_len=8, seed=1, pad_last=3):
-    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=pad_last)
-    batch["labels"] = torch.arange(batch_size) % model.config.num_labels
-    return batch
-
-
-def mlm_batch(model, batch_size=4, seq_len=10, seed=2):
-    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=2)
-    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-    generator = torch.Generator().manual_seed(seed)
-    for row in range(batch_size):
-        length = int(batch["attention_mask"][row].sum())
-        positions = torch.randperm(length, generator=generator)[: 1 + row % 3]
-        labels[row, positions] = batch["input_ids"][row, positions]
-    batch["labels"] = labels
-    return batch
 
 
 def uneven(batch, first=3):

@@ -6,24 +6,14 @@ import json
 
 import pytest
 import torch
-from conftest import make_model, save_checkpoint
+from conftest import make_model, save_checkpoint, toy_data
 
 from headcount.arch import head_layout
 from headcount.checkpoints import save_pruned
 from headcount.cli import main
-from headcount.data import EncodedData
 from headcount.errors import ConfigError, UnsupportedModelError
 from headcount.finetune import TrainingConfig, finetune, freeze_lower_layers
 from headcount.removal import remove_heads
-
-
-def toy_data(size=24, seed=0) -> EncodedData:
-    generator = torch.Generator().manual_seed(seed)
-    ids = [[2, *torch.randint(5, 100, (int(n),), generator=generator).tolist(), 3]
-           for n in torch.randint(3, 9, (size,), generator=generator)]
-    labels = [int(sum(row)) % 2 for row in ids]
-    return EncodedData("classification", ids, None, labels, pad_token_id=0)
-
 
 FAST = TrainingConfig(epochs=2, learning_rate=5e-3, batch_size=8, warmup=0.0, seed=7)
 

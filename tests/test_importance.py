@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, make_model, random_batch
+from conftest import FAMILIES, classification_batch, make_model, mlm_batch, random_batch
 from torch.testing import assert_close
 
 from headcount.arch import head_layout
@@ -12,25 +12,6 @@ from headcount.errors import ConfigError
 from headcount.forward import task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance, normalize
-from headcount.tasks.mlm import IGNORE_INDEX
-
-
-def classification_batch(model, batch_size=5, seq_len=8, seed=1, pad_last=3):
-    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=pad_last)
-    batch["labels"] = torch.arange(batch_size) % model.config.num_labels
-    return batch
-
-
-def mlm_batch(model, batch_size=4, seq_len=10, seed=2):
-    batch = random_batch(model, batch_size, seq_len, seed=seed, pad_last=2)
-    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-    generator = torch.Generator().manual_seed(seed)
-    for row in range(batch_size):
-        length = int(batch["attention_mask"][row].sum())
-        positions = torch.randperm(length, generator=generator)[: 1 + row % 3]
-        labels[row, positions] = batch["input_ids"][row, positions]
-    batch["labels"] = labels
-    return batch
 
 
 def split_examples(batch):

@@ -11,11 +11,10 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, make_model, save_checkpoint, write_tokenizer
+from conftest import FAMILIES, make_model, save_checkpoint, toy_data, write_tokenizer
 
 from headcount.checkpoints import save_pruned
 from headcount.cli import main
-from headcount.data import EncodedData
 from headcount.errors import ConfigError, HeadcountError
 from headcount.evaluate import evaluate
 from headcount.finetune import TrainingConfig, finetune
@@ -163,13 +162,6 @@ def test_unknown_scope_and_foreign_masks_are_refused():
 
 
 # --- fine-tuning with fixed masks -------------------------------------------------------
-
-def toy_data(size=24, seed=0) -> EncodedData:
-    generator = torch.Generator().manual_seed(seed)
-    ids = [[2, *torch.randint(5, 100, (int(n),), generator=generator).tolist(), 3]
-           for n in torch.randint(3, 9, (size,), generator=generator)]
-    labels = [int(sum(row)) % 2 for row in ids]
-    return EncodedData("classification", ids, None, labels, pad_token_id=0)
 
 
 # Large rate and decay, warm-up: every unmasked weight moves, and a zero would too.
