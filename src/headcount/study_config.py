@@ -210,12 +210,21 @@ def _value(table: dict, key: str, where: str, kind, default, problems: _Problems
     return value
 
 
-def _section(raw: dict, name: str, spec_class, problems: _Problems, readers: dict):
+def _table(raw: dict, name: str, spec_class, problems: _Problems) -> dict | None:
+    """Section `name` of the config ({} when absent) with its unknown keys reported, or
+    None (a problem recorded) when it is not a table."""
     table = raw.get(name, {})
     if not isinstance(table, dict):
-        problems.add(name, "must be a table ([section])")
-        return spec_class()
+        problems.add(name, f"must be a table ([{name}])")
+        return None
     _unknown_keys(table, name, {f.name for f in fields(spec_class)}, problems)
+    return table
+
+
+def _section(raw: dict, name: str, spec_class, problems: _Problems, readers: dict):
+    table = _table(raw, name, spec_class, problems)
+    if table is None:
+        return spec_class()
     values = {key: reader(table, key, name, problems) for key, reader in readers.items()}
     return spec_class(**{k: v for k, v in values.items() if v is not _KEEP})
 
@@ -439,11 +448,9 @@ def _ratio_list(table: dict, key: str, where: str, default, problems: _Problems,
 def _orders(raw: dict, problems: _Problems) -> OrdersSpec:
     from headcount.orders import ORDERS
 
-    table = raw.get("orders", {})
-    if not isinstance(table, dict):
-        problems.add("orders", "must be a table ([orders])")
+    table = _table(raw, "orders", OrdersSpec, problems)
+    if table is None:
         return OrdersSpec()
-    _unknown_keys(table, "orders", {f.name for f in fields(OrdersSpec)}, problems)
     others = tuple(o for o in ORDERS if o != "importance")
     names = _name_list(table, "names", "orders", others, (), problems)
     finetune = _name_list(table, "finetune", "orders", ORDERS, (), problems)
@@ -457,11 +464,9 @@ def _orders(raw: dict, problems: _Problems) -> OrdersSpec:
 def _estimators(raw: dict, problems: _Problems) -> EstimatorsSpec:
     from headcount.estimators import ESTIMATORS
 
-    table = raw.get("estimators", {})
-    if not isinstance(table, dict):
-        problems.add("estimators", "must be a table ([estimators])")
+    table = _table(raw, "estimators", EstimatorsSpec, problems)
+    if table is None:
         return EstimatorsSpec()
-    _unknown_keys(table, "estimators", {f.name for f in fields(EstimatorsSpec)}, problems)
     others = tuple(e for e in ESTIMATORS if e != "gradient")
     names = _name_list(table, "names", "estimators", others, (), problems)
     max_examples = _value(table, "max_examples", "estimators", int,
@@ -473,11 +478,9 @@ def _estimators(raw: dict, problems: _Problems) -> EstimatorsSpec:
 def _sparsity(raw: dict, problems: _Problems) -> SparsitySpec:
     from headcount.weight_pruning import SCOPES
 
-    table = raw.get("sparsity", {})
-    if not isinstance(table, dict):
-        problems.add("sparsity", "must be a table ([sparsity])")
+    table = _table(raw, "sparsity", SparsitySpec, problems)
+    if table is None:
         return SparsitySpec()
-    _unknown_keys(table, "sparsity", {f.name for f in fields(SparsitySpec)}, problems)
     allowed = "a list of sparsities in [0, 1)"
     # A [sparsity] section without levels means the default sweep 0, 10%, ..., 90%.
     default = SPARSITY_LEVELS if table else ()
