@@ -3,7 +3,7 @@ attention drift compared with plain forward passes.
 
 On the real all-MiniLM-L6-v2 weights (BERT, 6 layers x 12 heads, hidden 384, FFN 1536):
 
-  finetune  headcount.finetune(model, train, TrainingConfig(...)) as the CLI runs it
+  finetune  headcount.training(model, train, TrainingConfig(...)) as the CLI runs it
             (AdamW, linear schedule, dropout on, default SDPA attention), on rows of exactly
             --length (128) tokens cut from real SST-2 training text: the sentences (in a
             seeded order) are tokenised without special tokens, concatenated into one
@@ -74,10 +74,10 @@ import torch
 from headcount.arch import encoder_of, head_layout, takes_token_types
 from headcount.data import EncodedData, prepare_data
 from headcount.drift import attention_drift
-from headcount.finetune import TrainingConfig, finetune
 from headcount.io import write_json
 from headcount.models import load_model, resolve_device
 from headcount.tasks.registry import resolve_task
+from headcount.training import TrainingConfig, finetune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_importance as bench  # noqa: E402  (idle-CPU wait, CPU share, RSS sampler)

@@ -14,7 +14,7 @@ On the real all-MiniLM-L6-v2 weights (BERT, 6 layers x 12 heads, hidden 384, FFN
   curve  pruning_curve (default ratios 0, 0.1, ..., 1; one-shot from the fixed importance
          scores above) evaluated on SST-2 dev, with physical removal (physical=True) and with
          masks on the full-size model (physical=False). Every point's metrics must be equal.
-  mlm    Masked-LM evaluation on WikiText-2 blocks: headcount.evaluate(model, batches, "mlm")
+  mlm    Masked-LM evaluation on WikiText-2 blocks: headcount.evaluation(model, batches, "mlm")
          (vocabulary logits only at the masked positions) against a reference that computes
          model(...).logits at every position and then selects the masked ones (same argmax,
          same cross-entropy). Time, peak memory, and a check that recall@1, the loss and
@@ -65,7 +65,7 @@ import torch.nn.functional as F
 
 from headcount.arch import head_layout
 from headcount.data import prepare_data
-from headcount.evaluate import Evaluation, evaluate
+from headcount.evaluation import Evaluation, evaluate
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance, normalize
@@ -396,7 +396,7 @@ def mlm_setup(args, device):
 def full_logits_evaluation(model, batches):
     """Reference masked-LM evaluation: vocabulary logits at every position, then the masked
     positions are selected; argmax, per-example mean cross-entropy and the loss sum as
-    headcount.evaluate does them. Returns (Evaluation, [(predictions, losses) per batch])."""
+    headcount.evaluation does them. Returns (Evaluation, [(predictions, losses) per batch])."""
     device = next(model.parameters()).device
     predictions, references, per_batch = [], [], []
     total_loss, count = 0.0, 0
@@ -573,7 +573,7 @@ def print_mlm(out, args) -> None:
         print(f"{r['mode']:<9}{r['best_s']:>10.2f}{r['median_s']:>9.2f}"
               f"{r['time_x_masked']:>10.2f}{mem:>10}{memx:>10}{cold:>10}"
               f"{r['flops']['total'] / 1e9:>9.1f}{r['flops']['mlm_head'] / 1e9:>13.1f}")
-    print(f"best and median of {args.mlm_repeats} runs; masked = headcount.evaluate "
+    print(f"best and median of {args.mlm_repeats} runs; masked = headcount.evaluation "
           "(logits at masked positions only), full = logits at every position; peak MiB: "
           "peak extra memory of a second evaluation in a fresh process (cold: the first)")
 

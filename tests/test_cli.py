@@ -23,8 +23,8 @@ import torch
 from conftest import WIKITEXT_DIR, write_tokenizer
 from transformers import GPT2Config, GPT2Model
 
-from headcount import cli
-from headcount.cli import main
+from headcount.cli import app as cli
+from headcount.cli.app import main
 from headcount.errors import DataError
 
 WIKI_VALID = WIKITEXT_DIR / "wiki.valid.tokens"
@@ -571,7 +571,7 @@ def test_successful_run_leaves_no_temporary_file(capsys, env):
 
 
 def test_failed_job_keeps_existing_output(capsys, env, monkeypatch):
-    import headcount.pipeline
+    import headcount.jobs.prepared
 
     out = env.out / "scores.json"
     out.write_text("previous result\n")
@@ -579,7 +579,7 @@ def test_failed_job_keeps_existing_output(capsys, env, monkeypatch):
     def fail(*args, **kwargs):
         raise DataError("failed half-way through")
 
-    monkeypatch.setattr(headcount.pipeline, "estimate_for_record", fail)
+    monkeypatch.setattr(headcount.jobs.measure, "estimate_for_record", fail)
     code, _, stderr = run(capsys, *_sst2_importance(env, out))
     assert code == 2
     assert stderr == "headcount: error: failed half-way through\n"

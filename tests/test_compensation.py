@@ -85,7 +85,7 @@ def test_compensation_command_reads_the_heads_left_from_the_pruned_checkpoint(tm
     from conftest import make_model, write_tokenizer
 
     from headcount.checkpoints import save_pruned
-    from headcount.cli import main
+    from headcount.cli.app import main
     from headcount.removal import remove_heads
 
     model = make_model("bert")
@@ -123,7 +123,7 @@ def test_compensation_command_reads_the_heads_left_from_the_pruned_checkpoint(tm
 
 
 def test_study_rows_recompute_the_summaries_from_the_saved_heads():
-    from headcount.study_companion import compensation_rows
+    from headcount.study.companion import compensation_rows
 
     before = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0], [3.0, 1.0, 2.0]],
                           dtype=torch.float64)

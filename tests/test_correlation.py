@@ -15,11 +15,12 @@ import pytest
 from conftest import save_checkpoint
 from scipy import stats
 
-from headcount.correlation import align, correlate, correlate_job, correlation_record
-from headcount.drift import drift_job
-from headcount.drift_cli import add_drift_commands
+from headcount.cli.analysis import add_drift_commands
+from headcount.correlation import align, correlate, correlation_record
 from headcount.errors import HeadcountError
-from headcount.pipeline import DataOptions, importance_job
+from headcount.jobs.analysis import correlate_job, drift_job
+from headcount.jobs.measure import importance_job
+from headcount.jobs.prepared import DataOptions
 
 
 def run(*argv):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import save_checkpoint
 
-from headcount.cli import main
+from headcount.cli.app import main
 
 pytestmark = pytest.mark.integration
 

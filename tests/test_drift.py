@@ -25,10 +25,11 @@ from conftest import (
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from headcount.checkpoints import save_pruned
-from headcount.drift import attention_drift, check_same_shape, drift_job, js_divergence
-from headcount.drift_cli import add_drift_commands
+from headcount.cli.analysis import add_drift_commands
+from headcount.drift import attention_drift, check_same_shape, js_divergence
 from headcount.errors import HeadcountError, UnsupportedModelError
-from headcount.pipeline import DataOptions
+from headcount.jobs.analysis import drift_job
+from headcount.jobs.prepared import DataOptions
 from headcount.removal import remove_heads
 
 FAST = ["--max-length", "32", "--batch-size", "4", "--device", "cpu", "--quiet"]

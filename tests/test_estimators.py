@@ -19,7 +19,7 @@ from torch.testing import assert_close
 
 import headcount.estimators as estimators
 from headcount.arch import attention_blocks, head_layout
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.errors import ConfigError
 from headcount.estimators import (
     ESTIMATORS,
@@ -492,7 +492,7 @@ def run_importance(capsys, checkpoint, glue_dir, out, *extra):
 
 
 def test_cli_ablation_writes_scores_json(capsys, checkpoints, glue_dir, tmp_path):
-    from headcount.pipeline import DataOptions, load_for_task, prepare_for
+    from headcount.jobs.prepared import DataOptions, load_for_task, prepare_for
 
     out = tmp_path / "scores.json"
     code, _, err = run_importance(capsys, checkpoints["cls2"], glue_dir, out,

@@ -10,10 +10,10 @@ from conftest import make_model, save_checkpoint, toy_data
 
 from headcount.arch import head_layout
 from headcount.checkpoints import save_pruned
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.errors import ConfigError, UnsupportedModelError
-from headcount.finetune import TrainingConfig, finetune, freeze_lower_layers
 from headcount.removal import remove_heads
+from headcount.training import TrainingConfig, finetune, freeze_lower_layers
 
 FAST = TrainingConfig(epochs=2, learning_rate=5e-3, batch_size=8, warmup=0.0, seed=7)
 

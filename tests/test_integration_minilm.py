@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.data import prepare_data
 from headcount.importance import head_importance
 from headcount.models import load_model

@@ -18,20 +18,20 @@ from conftest import FAMILIES, make_config, make_model, save_checkpoint, write_t
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForMaskedLM, GPT2Config, GPT2Model
 
-from headcount import cli
 from headcount.checkpoints import LAYOUT_FILE
+from headcount.cli import app as cli
+from headcount.cli.mlm import add_mlm_head_command
 from headcount.errors import ConfigError, DataError, HeadcountError, UnsupportedModelError
+from headcount.jobs.mlm import fit_mlm_head_job
 from headcount.mlm_head import (
     RECORD_FILE,
     decoder_tied,
     fit_mlm_head,
-    fit_mlm_head_job,
     freeze_encoder,
     held_out_split,
     initialise_missing_transform,
     save_fitted_head,
 )
-from headcount.mlm_head_cli import add_mlm_head_command
 from headcount.models import load_model
 from headcount.tasks.folders import bbc_news_dir
 

@@ -16,9 +16,11 @@ import pytest
 import torch
 from conftest import make_model
 
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.errors import ConfigError, HeadcountError
 from headcount.importance import normalize
+from headcount.jobs.prepared import DataOptions
+from headcount.jobs.prune import curve_job
 from headcount.orders import (
     LAYER_ORDERS,
     ORDERS,
@@ -28,10 +30,9 @@ from headcount.orders import (
     order_scores,
     summarize_draws,
 )
-from headcount.pipeline import DataOptions
 from headcount.pruning import least_important_first
-from headcount.pruning_jobs import CURVE_COLUMNS, curve_job, write_curve_csv
 from headcount.recall import curve_steps_from_rows
+from headcount.records import CURVE_COLUMNS, write_curve_csv
 
 SEEDED = [name for name in ORDERS if name != "importance"]
 SIZES = [(1, 1), (1, 4), (2, 3), (3, 2), (5, 4), (6, 4), (7, 3), (12, 12)]

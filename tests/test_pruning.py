@@ -8,7 +8,7 @@ from conftest import make_model, random_batch
 
 from headcount.arch import head_layout
 from headcount.errors import ConfigError
-from headcount.evaluate import Evaluation, evaluate
+from headcount.evaluation import Evaluation, evaluate
 from headcount.importance import head_importance, normalize
 from headcount.pruning import (
     least_important_first,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.errors import HeadcountError
-from headcount.pruning_jobs import CURVE_COLUMNS, write_curve_csv
 from headcount.recall import curve_steps, recall, recall_curve
+from headcount.records import CURVE_COLUMNS, write_curve_csv
 
 # 4 heads: 0.0 0.1 1.0 1.1. (ratio, relative, heads pruned so far)
 PRETRAIN = [(0.0, 1.0, ""), (0.25, 0.95, "0.0"), (0.5, 0.8, "0.0 1.1"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from headcount.report import figure_curves, headline_findings, write_report
+from headcount.report.assemble import figure_curves, headline_findings, write_report
 
 RATIOS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Mean relative performance over the two seeds (seed 0: +0.01, seed 1: -0.01):
@@ -348,7 +348,7 @@ def test_malformed_rows_do_not_cost_the_report(tmp_path):
 
 
 def test_a_failing_figure_is_noted_not_fatal(tmp_path, monkeypatch):
-    import headcount.report_sections as report_module  # the drift section's home
+    import headcount.report.sections as report_module  # the drift section's home
 
     def broken(rows, model):
         raise ValueError("boom")

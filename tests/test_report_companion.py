@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from headcount.report import headline_findings, write_report
-from headcount.report_companion import (
+from headcount.report.assemble import headline_findings, write_report
+from headcount.report.companion import (
     order_curve_table,
     orders_findings,
     sparsity_findings,

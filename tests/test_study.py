@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import WIKITEXT_DIR, save_checkpoint
 
-from headcount.cli import main
+from headcount.cli.app import main
 
 pytestmark = pytest.mark.integration
 
@@ -211,8 +211,8 @@ def test_a_run_directory_of_another_config_is_refused_unless_forced(setup, unint
 
 def test_force_starts_afresh_only_in_a_headcount_run_directory(setup, tmp_path):
     from headcount.errors import HeadcountError
-    from headcount.study import prepare_run_dir
-    from headcount.study_config import load_config
+    from headcount.study.config import load_config
+    from headcount.study.units import prepare_run_dir
 
     _, config_path = setup
     config = load_config(config_path)

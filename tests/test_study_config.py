@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from headcount.errors import ConfigError
-from headcount.study_config import parse_config
+from headcount.study.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,14 +14,16 @@ import torch
 from conftest import FAMILIES, make_model, save_checkpoint, toy_data, write_tokenizer
 
 from headcount.checkpoints import save_pruned
-from headcount.cli import main
+from headcount.cli.app import main
 from headcount.errors import ConfigError, HeadcountError
-from headcount.evaluate import evaluate
-from headcount.finetune import TrainingConfig, finetune
+from headcount.evaluation import evaluate
 from headcount.forward import task_outputs
+from headcount.jobs.measure import evaluate_job
+from headcount.jobs.prepared import DataOptions, load_for_task, prepare_for
+from headcount.jobs.train import finetune_job
 from headcount.models import CHECKPOINT_HEAD, load_model
-from headcount.pipeline import DataOptions, evaluate_job, finetune_job, load_for_task, prepare_for
 from headcount.removal import remove_heads
+from headcount.training import TrainingConfig, finetune
 from headcount.weight_pruning import (
     RECORD_FILE,
     WEIGHT_PRUNING_KEY,

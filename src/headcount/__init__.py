@@ -1,93 +1,96 @@
 """headcount: measure how much each attention head matters, and lay off the ones that don't.
 
-The public API (no side effects on import beyond loading these modules):
+The public API, in groups. Names load on first use (PEP 562), so `import headcount` and
+`headcount --help` import neither torch nor transformers.
 
     >>> from headcount import gate_heads, head_importance, normalize, evaluate
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from headcount.arch import SUPPORTED, HeadLayout, head_layout
-from headcount.checkpoints import load_pruned, save_pruned
-from headcount.compensation import compensation_record, gini
-from headcount.data import EncodedData, choose_subset, prepare_data
-from headcount.drift import attention_drift
-from headcount.errors import (
-    ConfigError,
-    DataError,
-    HeadcountError,
-    TaskError,
-    UnsupportedModelError,
-)
-from headcount.estimators import ESTIMATORS, estimate_importance
-from headcount.evaluate import Evaluation, evaluate
-from headcount.finetune import TrainingConfig, finetune
-from headcount.gates import gate_heads
-from headcount.importance import NORMALIZATIONS, Importance, head_importance, normalize
-from headcount.models import LoadedModel, load_model
-from headcount.orders import ORDERS, head_order, order_scores, summarize_draws
-from headcount.pipeline import DataOptions, evaluate_job, importance_job
-from headcount.pruning import pruning_curve
-from headcount.recall import recall_rows
-from headcount.removal import remove_heads
-from headcount.study import run_study
-from headcount.study_config import load_config as load_study_config
-from headcount.tasks.registry import Task, resolve_task
-from headcount.weight_pruning import (
-    apply_masks,
-    magnitude_masks,
-    masks_fixed,
-    sparsity_curve,
-    sparsity_report,
-)
+import importlib
 
-__all__ = [
-    "NORMALIZATIONS",
-    "SUPPORTED",
-    "ConfigError",
-    "DataError",
-    "DataOptions",
-    "EncodedData",
-    "Evaluation",
-    "HeadLayout",
-    "HeadcountError",
-    "Importance",
-    "LoadedModel",
-    "Task",
-    "TaskError",
-    "UnsupportedModelError",
-    "choose_subset",
-    "evaluate",
-    "evaluate_job",
-    "gate_heads",
-    "head_importance",
-    "head_layout",
-    "importance_job",
-    "load_model",
-    "normalize",
-    "prepare_data",
-    "resolve_task",
-    "remove_heads",
-    "load_pruned",
-    "save_pruned",
-    "pruning_curve",
-    "TrainingConfig",
-    "finetune",
-    "attention_drift",
-    "recall_rows",
-    "run_study",
-    "load_study_config",
-    "ESTIMATORS",
-    "estimate_importance",
-    "ORDERS",
-    "head_order",
-    "order_scores",
-    "summarize_draws",
-    "compensation_record",
-    "gini",
-    "magnitude_masks",
-    "apply_masks",
-    "masks_fixed",
-    "sparsity_curve",
-    "sparsity_report",
-]
+from headcount.version import __version__
+
+# name -> module that defines it, grouped as a reader looks for them.
+_GROUPS: dict[str, dict[str, str]] = {
+    "errors": {
+        "HeadcountError": "headcount.errors",
+        "ConfigError": "headcount.errors",
+        "DataError": "headcount.errors",
+        "TaskError": "headcount.errors",
+        "UnsupportedModelError": "headcount.errors",
+    },
+    "models and data": {
+        "SUPPORTED": "headcount.arch",
+        "HeadLayout": "headcount.arch",
+        "head_layout": "headcount.arch",
+        "LoadedModel": "headcount.models",
+        "load_model": "headcount.models",
+        "Task": "headcount.tasks.registry",
+        "resolve_task": "headcount.tasks.registry",
+        "EncodedData": "headcount.data",
+        "choose_subset": "headcount.data",
+        "prepare_data": "headcount.data",
+    },
+    "gates, importance and evaluation": {
+        "gate_heads": "headcount.gates",
+        "NORMALIZATIONS": "headcount.importance",
+        "Importance": "headcount.importance",
+        "head_importance": "headcount.importance",
+        "normalize": "headcount.importance",
+        "ESTIMATORS": "headcount.estimators",
+        "estimate_importance": "headcount.estimators",
+        "Evaluation": "headcount.evaluation",
+        "evaluate": "headcount.evaluation",
+    },
+    "pruning": {
+        "remove_heads": "headcount.removal",
+        "load_pruned": "headcount.checkpoints",
+        "save_pruned": "headcount.checkpoints",
+        "pruning_curve": "headcount.pruning",
+        "ORDERS": "headcount.orders",
+        "head_order": "headcount.orders",
+        "order_scores": "headcount.orders",
+        "summarize_draws": "headcount.orders",
+        "magnitude_masks": "headcount.weight_pruning",
+        "apply_masks": "headcount.weight_pruning",
+        "masks_fixed": "headcount.weight_pruning",
+        "sparsity_curve": "headcount.weight_pruning",
+        "sparsity_report": "headcount.weight_pruning",
+    },
+    "fine-tuning and analyses": {
+        "TrainingConfig": "headcount.training",
+        "finetune": "headcount.training",
+        "attention_drift": "headcount.drift",
+        "recall_rows": "headcount.recall",
+        "compensation_record": "headcount.compensation",
+        "gini": "headcount.compensation",
+    },
+    "jobs (a model name and options in, a record out)": {
+        "DataOptions": "headcount.jobs.prepared",
+        "importance_job": "headcount.jobs.measure",
+        "evaluate_job": "headcount.jobs.measure",
+    },
+    "the study and its report": {
+        "load_study_config": "headcount.study.config:load_config",
+        "run_study": "headcount.report.run",
+    },
+}
+_EXPORTS = {name: home for group in _GROUPS.values() for name, home in group.items()}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    home = _EXPORTS.get(name)
+    if home is None:
+        raise AttributeError(f"module 'headcount' has no attribute {name!r}")
+    module_name, _, attribute = home.partition(":")
+    value = getattr(importlib.import_module(module_name), attribute or name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

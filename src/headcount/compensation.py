@@ -126,33 +126,3 @@ def compensation_record(before: torch.Tensor, after: torch.Tensor,
     }
 
 
-def compensation_job(before_path: str, after_path: str, model: str) -> dict:
-    """Compensation from two `scores.json` of the same pruned checkpoint `model`, estimated
-    before and after fine-tuning it (raw scores are compared; the heads it still has are
-    read from its config)."""
-    from headcount.arch import KEPT_HEADS_KEY
-    from headcount.errors import HeadcountError
-    from headcount.io import read_scores_record, versions
-    from headcount.models import load_config
-
-    records = [read_scores_record(path, required=("raw_scores",))
-               for path in (before_path, after_path)]
-    before, after = (torch.tensor(record["raw_scores"], dtype=torch.float64)
-                     for record in records)
-    if before.shape != after.shape:
-        raise HeadcountError(f"{before_path} and {after_path} have scores of shapes "
-                             f"{list(before.shape)} and {list(after.shape)}")
-    estimators = {record.get("estimator", "gradient") for record in records}
-    if len(estimators) > 1:
-        raise HeadcountError(f"{before_path} and {after_path} come from different estimators "
-                             f"({', '.join(sorted(estimators))}); compare like with like")
-    config = load_config(model)
-    kept = getattr(config, KEPT_HEADS_KEY, None)
-    if kept is None:
-        kept = [list(range(before.shape[1]))] * before.shape[0]
-    if len(kept) != before.shape[0]:
-        raise HeadcountError(f"{model} has {len(kept)} layers of heads; the scores have "
-                             f"{before.shape[0]}")
-    return {"model": model, "before": before_path, "after": after_path,
-            "estimator": estimators.pop(), **compensation_record(before, after, kept),
-            "versions": versions()}

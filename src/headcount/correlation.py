@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from headcount.errors import HeadcountError
-from headcount.io import read_json_record, read_scores_record, versions
 
 MIN_HEADS = 3
 
@@ -147,38 +145,3 @@ def correlation_record(scores: dict, drift: dict, *, raw: bool = False,
     }
 
 
-def correlate_job(scores_paths: list[str], drift_path: str, *, raw: bool = False) -> dict:
-    """Every scores file against one drift file; the `corr.json` record.
-
-    Example:
-        >>> record = correlate_job(["mlm_scores.json", "sst2_scores.json"], "drift.json")
-        >>> [(r["scores_task"], r["pearson_r"]) for r in record["records"]]
-    """
-    from headcount.drift import read_drift
-
-    if not scores_paths:
-        raise HeadcountError("give at least one --scores file")
-    drift = read_drift(drift_path)
-    records = [
-        correlation_record(read_scores_record(path), drift, raw=raw,
-                           names=(str(path), str(drift_path)))
-        for path in scores_paths
-    ]
-    return {
-        "drift": str(drift_path),
-        "drift_task": drift.get("task"),
-        "pretrained": drift.get("pretrained"),
-        "finetuned": drift.get("finetuned"),
-        "records": records,
-        "versions": versions(),
-    }
-
-
-def read_correlation(path: str | Path) -> dict:
-    """A `corr.json` record of `headcount correlate`."""
-    record = read_json_record(path, "correlation file")
-    records = record.get("records")
-    if not isinstance(records, list) or not records or not all(
-            isinstance(r, dict) and "points" in r for r in records):
-        raise HeadcountError(f"{path} is not a corr.json of `headcount correlate`")
-    return record

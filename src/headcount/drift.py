@@ -31,8 +31,7 @@ import math
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,7 +45,6 @@ from headcount.arch import (
 )
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.forward import batches_on_device, eval_mode
-from headcount.io import read_json_record, versions
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -283,83 +281,7 @@ def check_same_vocabulary(tokenizer_a, tokenizer_b, names: tuple[str, str]) -> N
         )
 
 
-def _unlabelled(task):
-    """The task with every label replaced by class 0: drift does not use labels, and this
-    way a checkpoint whose head does not fit the task (a pre-trained model's default
-    two-label config on MNLI, a classifier on STS-B) can still tokenise its inputs."""
-    from headcount.tasks.registry import CLASSIFICATION, MLM
-
-    if task.kind == MLM:
-        return task
-    load = task.load
-
-    def load_inputs(split):
-        return [replace(example, label=0) for example in load(split)]
-
-    return replace(task, kind=CLASSIFICATION, label_names=(), load=load_inputs)
-
-
-def drift_job(
-    pretrained: str, finetuned: str, options, *, device=None, progress: bool = False,
-) -> dict:
-    """Load both checkpoints (eager attention, their own heads), tokenise the task's inputs
-    with the first model's tokenizer, measure the drift; the `drift.json` record.
-
-    `options` is a `pipeline.DataOptions`; labels are not used.
-
-    Example:
-        >>> record = drift_job("roberta-base", "ckpt/sst2", DataOptions("sst2", split="dev"))
-        >>> record["js_layer_mean"]
-    """
-    from headcount.data import prepare_data
-    from headcount.models import CHECKPOINT_HEAD, load_model, resolve_device
-
-    task = options.resolve()
-    target = resolve_device(device)
-    names = (pretrained, finetuned)
-    first = load_model(pretrained, CHECKPOINT_HEAD, device=target, attn_implementation="eager")
-    second = load_model(finetuned, CHECKPOINT_HEAD, device=target, attn_implementation="eager")
-    layout = check_same_shape(first.model, second.model, names)
-    check_same_vocabulary(first.tokenizer, second.tokenizer, names)
-    data = prepare_data(
-        _unlabelled(task), first.tokenizer, first.model.config, split=options.split,
-        max_length=options.max_length, fraction=options.fraction,
-        max_examples=options.max_examples, seed=options.seed,
-    )
-    drift = attention_drift(
-        first.model, second.model, data.batches(options.batch_size), names=names,
-        progress=progress, total=data.num_batches(options.batch_size),
-    )
-    return {
-        "pretrained": pretrained,
-        "finetuned": finetuned,
-        "task": options.task,
-        "split": options.split,
-        "num_examples": drift.num_examples,
-        "layers": layout.num_layers,
-        "heads": layout.num_heads,
-        "shared_across_layers": layout.shared_layers,
-        "architecture": architecture_signature(first.model),
-        "js": [[_none_if_nan(value) for value in row] for row in drift.js],
-        "js_layer_mean": drift.js_layer_mean(),
-        "js_layer_max": drift.js_layer_max(),
-        "l2": [float(value) for value in drift.l2],
-        "l2_embeddings": drift.l2_embeddings,
-        "averaging": AVERAGING,
-        "options": {k: v for k, v in asdict(options).items() if k not in ("task", "split")},
-        "versions": versions(),
-    }
-
-
 DRIFT_KEYS = ("js", "js_layer_mean", "js_layer_max", "l2", "l2_embeddings", "layers", "heads",
               "task")
 
 
-def read_drift(path: str | Path) -> dict:
-    """A `drift.json` record of `headcount compare`, checked for the keys the analyses use."""
-    record = read_json_record(path, "drift file")
-    if not all(key in record for key in DRIFT_KEYS):
-        raise HeadcountError(
-            f"{path} is not a drift.json of `headcount compare` (needs {', '.join(DRIFT_KEYS)})"
-        )
-    return record

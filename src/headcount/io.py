@@ -105,7 +105,7 @@ def versions() -> dict[str, str | None]:
     import torch
     import transformers
 
-    from headcount import __version__
+    from headcount.version import __version__
 
     return {
         "headcount": __version__,

@@ -44,7 +44,6 @@ from tqdm.auto import tqdm
 
 from headcount.arch import encoder_of, mlm_head
 from headcount.checkpoints import (
-    check_empty_target,
     is_pruned_config,
     load_pruned,
     save_pruned_atomically,
@@ -52,7 +51,7 @@ from headcount.checkpoints import (
 from headcount.data import EncodedData, prepare_data
 from headcount.distributed import is_distributed, launched_distributed
 from headcount.errors import ConfigError, DataError, HeadcountError, UnsupportedModelError
-from headcount.evaluate import evaluate
+from headcount.evaluation import evaluate
 from headcount.io import versions
 from headcount.models import (
     TOKENIZER_FILES,
@@ -377,10 +376,3 @@ def save_fitted_head(model: nn.Module, tokenizer, record: dict, out: str | Path)
     return save_pruned_atomically(model, out, tokenizer, {RECORD_FILE: record})
 
 
-def fit_mlm_head_job(model_path: str, text_path: str, out: str | Path, **options) -> dict:
-    """Check `out` first, fit, save; the record (with `out`) as written to mlm_head.json."""
-    check_empty_target(out)
-    model, tokenizer, record = fit_mlm_head(model_path, text_path, **options)
-    record = {**record, "out": str(out)}
-    save_fitted_head(model, tokenizer, record, out)
-    return record

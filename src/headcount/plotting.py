@@ -6,28 +6,16 @@ per normalisation. Functions take `ax=None` and return the axes.
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 from headcount.errors import HeadcountError
+from headcount.records import read_curve_csv, read_recall_csv
 
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 NORMALIZATION_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "none": "tab:green"}
 # Further colours when curves differ by how heads were ranked, not only by normalisation.
 EXTRA_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-
-
-def read_curve_csv(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"curve file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    needed = {"ratio_pruned", "relative", "metric", "main", "normalize", "seed", "task"}
-    if not rows or not needed <= set(rows[0]):
-        raise HeadcountError(f"{path} is not a headcount curve CSV (columns {sorted(needed)})")
-    return rows
 
 
 def plot_curves(rows: list[dict], ax=None, *, title: str | None = None):
@@ -149,18 +137,6 @@ def save_curve_figure(paths: list[str], out: str | Path) -> Path:
     figure, ax = plt.subplots(figsize=(6.4, 5))
     plot_curves(rows, ax)
     return _save_figure(figure, out)
-
-
-def read_recall_csv(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"recall file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    needed = {"x", "recall_mean", "recall_std", "threshold"}
-    if not rows or not needed <= set(rows[0]):
-        raise HeadcountError(f"{path} is not a headcount recall CSV (columns {sorted(needed)})")
-    return rows
 
 
 def plot_recall(curves: dict[str, list[dict]], ax=None):
@@ -302,7 +278,7 @@ def save_drift_figure(paths: list[str], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from headcount.drift import read_drift
+    from headcount.records import read_drift
 
     out = _check_figure_path(out)
     records = [read_drift(path) for path in paths]
@@ -362,7 +338,7 @@ def save_correlation_figure(paths: list[str], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from headcount.correlation import read_correlation
+    from headcount.records import read_correlation
 
     out = _check_figure_path(out)
     records = [record for path in paths for record in read_correlation(path)["records"]]
@@ -371,7 +347,7 @@ def save_correlation_figure(paths: list[str], out: str | Path) -> Path:
     return _save_figure(figure, out)
 
 
-# Figures from the study runner's tables (headcount.report): each figure saved as PNG and
+# Figures from the study runner's tables (headcount.report.assemble): each figure saved as PNG and
 # SVG, per-layer drift averaged over seeds, grouped bars, importance against JS divergence.
 
 

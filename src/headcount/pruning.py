@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from headcount.arch import head_layout
 from headcount.errors import ConfigError
-from headcount.evaluate import Evaluation
+from headcount.evaluation import Evaluation
 from headcount.gates import gate_heads
 from headcount.importance import normalize
 from headcount.removal import Head, remove_heads

@@ -11,14 +11,11 @@ removed at each step; heads are compared by their (layer, head) position.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from headcount.errors import HeadcountError
-from headcount.io import write_atomic
 from headcount.plotting import read_curve_csv
 
 
@@ -131,9 +128,3 @@ def recall_rows(pretrain: list[CurveSteps], downstream: list[CurveSteps], *,
     return rows
 
 
-def write_recall_csv(path: str | Path, rows: list[dict]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_atomic(path, buffer.getvalue())

@@ -32,7 +32,6 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,8 +44,6 @@ SCOPES = ("global", "layer")
 # Config attribute of a weight-pruned checkpoint: {"sparsity", "scope", "achieved", ...}.
 WEIGHT_PRUNING_KEY = "headcount_weight_pruning"
 RECORD_FILE = "weight_pruning.json"
-CURVE_COLUMNS = ("model", "task", "scope", "sparsity_requested", "sparsity_achieved", "metric",
-                 "value", "relative", "mean_loss", "main")
 DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
 
 
@@ -334,67 +331,3 @@ def _restore(weights: dict[str, nn.Parameter], original: dict[str, torch.Tensor]
         weight.copy_(original[name])
 
 
-def write_curve_csv(path: str | Path, rows: list[dict]) -> Path:
-    from headcount.io import write_csv
-
-    return write_csv(path, CURVE_COLUMNS, rows)
-
-
-def sparsity_curve_job(model: str, options, *, sparsities: Iterable[float] | None = None,
-                       scope: str = "global", device=None, progress: bool = False) -> list[dict]:
-    """`sparsity_curve` of a checkpoint on `options.task` (a `pipeline.DataOptions`); the
-    CSV rows, with model, task and scope.
-
-    Example:
-        >>> rows = sparsity_curve_job("bert/", DataOptions("mlm:wiki.txt", split="dev"))
-    """
-    from headcount.evaluate import evaluate
-    from headcount.pipeline import load_for_task, prepare_for
-
-    check_scope(scope)
-    levels = check_sparsities(sparsities)  # before loading anything
-    task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = prepare_for(loaded, task, options)
-
-    def evaluate_model(candidate):
-        return evaluate(candidate, data.batches(options.batch_size), data.kind, task.metric)
-
-    rows = sparsity_curve(loaded.model, evaluate_model, levels, scope, progress)
-    meta = {"model": model, "task": options.task, "scope": scope}
-    return [{**meta, **row} for row in rows]
-
-
-def weight_prune_job(model: str, out: str, *, sparsity: float, scope: str = "global",
-                     device=None) -> dict:
-    """Prune a checkpoint's encoder weights by magnitude and save it, with its own head, to
-    `out` (atomically; refuses a non-empty directory) with `weight_pruning.json`; the record.
-
-    Example:
-        >>> record = weight_prune_job("bert-base-uncased", "bert-30/", sparsity=0.3)
-        >>> record["achieved"]["sparsity"]
-        0.3
-    """
-    from headcount.checkpoints import check_empty_target, save_pruned_atomically
-    from headcount.io import versions
-    from headcount.models import CHECKPOINT_HEAD, load_model
-
-    sparsity = check_sparsity(sparsity)
-    check_scope(scope)
-    check_empty_target(out)
-    loaded = load_model(model, CHECKPOINT_HEAD, device=device or "cpu")
-    before = sparsity_report(loaded.model)
-    masks = magnitude_masks(loaded.model, sparsity, scope)
-    apply_masks(loaded.model, masks)
-    report = sparsity_report(loaded.model)
-    summary = {"sparsity": sparsity, "scope": scope, "achieved": report["sparsity"],
-               "zeros": report["zeros"], "size": report["size"], "source": model}
-    setattr(loaded.model.config, WEIGHT_PRUNING_KEY, summary)
-    record = {
-        "model": model, "out": str(out), "sparsity_requested": sparsity, "scope": scope,
-        "zeros_before": before["zeros"], "pruned": sum(int((~m).sum()) for m in masks.values()),
-        "achieved": {key: report[key] for key in ("zeros", "size", "sparsity")},
-        "matrices": report["matrices"], "versions": versions(),
-    }
-    save_pruned_atomically(loaded.model, out, loaded.tokenizer, {RECORD_FILE: record})
-    return record

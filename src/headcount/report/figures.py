@@ -22,13 +22,13 @@ from headcount.plotting import (
     plot_recall,
     save_figure_formats,
 )
-from headcount.report_findings import (
+from headcount.report.findings import (
     _curve_kind,
     _recall_points,
     _stage_order,
     _usable_curve_rows,
 )
-from headcount.report_values import (
+from headcount.report.format import (
     FIGURE_DIR,
     IMPORTANCE_KINDS,
     MLM_RETAIN,

@@ -12,7 +12,6 @@ report. MiniLM has no masked-LM head, so the study first fits one on the frozen 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 DEMO_TOML = """\
@@ -98,26 +97,3 @@ def demo_config_text(*, seeds=(0, 1), device: str = "auto", train_examples: int 
                             fit_steps=fit_steps)
 
 
-def run_demo(out: str = "runs/demo", *, seeds=(0, 1), device: str = "auto",
-             train_examples: int = 600, fit_steps: int = 300, force: bool = False,
-             progress: bool = True) -> dict:
-    """Write the demo config into the run directory's parent and run the study."""
-    from headcount.study import run_study
-    from headcount.study_config import parse_config
-
-    text = demo_config_text(seeds=seeds, device=device, train_examples=train_examples,
-                            fit_steps=fit_steps)
-    return run_study(parse_config(text, "demo config"), out, force=force, progress=progress)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--train-examples", type=int, default=600,
-                        help="BBC News articles to fine-tune on (default 600)")
-    parser.add_argument("--fit-steps", type=int, default=300,
-                        help="steps to fit MiniLM's masked-LM head (default 300)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--force", action="store_true",
-                        help="start afresh if --out holds a run of other settings")
-    parser.add_argument("--quiet", action="store_true")

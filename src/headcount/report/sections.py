@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headcount.plotting import drift_layer_means
-from headcount.report_figures import (
+from headcount.report.figures import (
     _Figures,
     figure_correlation,
     figure_curves,
@@ -22,7 +22,7 @@ from headcount.report_figures import (
     figure_pruned_finetune,
     figure_recall,
 )
-from headcount.report_findings import (
+from headcount.report.findings import (
     CurveGroup,
     _correlation_summary,
     _curve_kind,
@@ -31,8 +31,7 @@ from headcount.report_findings import (
     _stage_order,
     curve_groups,
 )
-from headcount.report_render import Block, Section, Table
-from headcount.report_values import (
+from headcount.report.format import (
     MISSING,
     MLM_RETAIN,
     NORMALIZATION_ORDER,
@@ -59,6 +58,7 @@ from headcount.report_values import (
     _text,
     _unique,
 )
+from headcount.report.render import Block, Section, Table
 
 
 def _table_links(run_dir: Path, name: str) -> list[tuple[str, str]]:

@@ -15,11 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from headcount.plotting import mpl_text
-from headcount.report_figures import _Figures, _new_figure, _panel_grid
-from headcount.report_findings import _curve_kind
-from headcount.report_render import Block, Section, Table
-from headcount.report_sections import _table_links
-from headcount.report_values import (
+from headcount.report.figures import _Figures, _new_figure, _panel_grid
+from headcount.report.findings import _curve_kind
+from headcount.report.format import (
     MISSING,
     RETAIN,
     TASK_COLOURS,
@@ -38,6 +36,8 @@ from headcount.report_values import (
     _text,
     _unique,
 )
+from headcount.report.render import Block, Section, Table
+from headcount.report.sections import _table_links
 
 IMPORTANCE = "importance"
 ORDER_STYLE = {  # colour, line style: importance solid black, random grey, layers coloured

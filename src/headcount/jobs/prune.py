@@ -3,99 +3,27 @@ checkpoint."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
-from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from headcount.arch import architecture_signature, head_layout
+from headcount.arch import head_layout
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
-from headcount.errors import ConfigError, HeadcountError
+from headcount.errors import ConfigError
 from headcount.estimators import check_estimator, estimate_importance
-from headcount.evaluate import evaluate
+from headcount.evaluation import evaluate
 from headcount.importance import check_normalization, normalize
-from headcount.io import read_scores_record, write_csv
+from headcount.jobs.prepared import DataOptions, load_for_task, prepare_for
 from headcount.models import CHECKPOINT_HEAD, load_model
 from headcount.orders import check_order, model_head_order, order_scores
-from headcount.pipeline import DataOptions, load_for_task, prepare_for
 from headcount.pruning import (
-    CurvePoint,
     least_important_first,
     prunable_heads,
     pruning_curve,
     take_heads,
 )
+from headcount.records import _heads_text, curve_rows, read_scores
 from headcount.removal import remove_heads
-
-CURVE_COLUMNS = (
-    "model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
-    "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main", "pruned_heads",
-    "order", "draw",
-)
-
-
-def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
-    """Raw scores from a `scores.json`, checked against `model`'s heads."""
-    record = read_scores_record(path, required=("raw_scores",))
-    try:
-        raw = torch.tensor(record["raw_scores"], dtype=torch.float32)
-    except (TypeError, ValueError) as error:
-        raise HeadcountError(f"{path}: raw_scores is not a table of numbers ({error})") from None
-    signature = architecture_signature(model)
-    theirs = record.get("architecture")
-    if theirs is not None and not isinstance(theirs, dict):
-        raise HeadcountError(f"{path}: 'architecture' must be an object, not {theirs!r}")
-    if theirs:
-        for key in ("family", "hidden_size", "layers", "heads"):
-            if theirs.get(key) != signature[key]:
-                raise HeadcountError(
-                    f"{path} holds scores for another model: {key} {theirs.get(key)!r}, "
-                    f"this model has {signature[key]!r}"
-                )
-    expected = (signature["layers"], signature["heads"])
-    if tuple(raw.shape) != expected:
-        raise HeadcountError(
-            f"{path} has scores of shape {list(raw.shape)}; this model's heads are "
-            f"{list(expected)}"
-        )
-    return raw, record
-
-
-def _heads_text(heads) -> str:
-    return " ".join(f"{layer}.{head}" for layer, head in heads)
-
-
-def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
-    """Tidy rows: one per step and metric; `relative` is value / value at ratio 0. `order`
-    and `draw` default to "importance" and 0 when `meta` does not give them."""
-    base = points[0].evaluation.metrics
-    meta = dict(meta)
-    # Last, as in CURVE_COLUMNS (study tables take their column order from the rows).
-    tail = {"order": meta.pop("order", "importance"), "draw": meta.pop("draw", 0)}
-    rows = []
-    for point in points:
-        for metric, value in point.evaluation.metrics.items():
-            reference = base[metric]
-            relative = value / reference if reference != 0 else math.nan
-            rows.append({
-                **meta,
-                "ratio_requested": point.ratio_requested,
-                "ratio_pruned": point.ratio_pruned,
-                "heads_remaining": point.heads_remaining,
-                "metric": metric,
-                "value": value,
-                "relative": relative,
-                "main": metric == point.evaluation.main,
-                "pruned_heads": _heads_text(point.pruned),
-                **tail,
-            })
-    return rows
-
-
-def write_curve_csv(path: str | Path, rows: list[dict]) -> Path:
-    return write_csv(path, CURVE_COLUMNS, rows)
 
 
 def curve_job(

@@ -57,7 +57,7 @@ def add_data_flags(parser: argparse.ArgumentParser, *, default_split: str) -> No
 
 
 def data_options(args):
-    from headcount.pipeline import DataOptions
+    from headcount.jobs.prepared import DataOptions
 
     return DataOptions(
         task=args.task, data_dir=args.data_dir, split=args.split,
@@ -69,7 +69,7 @@ def data_options(args):
 
 def _importance(args) -> None:
     from headcount.io import check_output_path, write_json
-    from headcount.pipeline import importance_job
+    from headcount.jobs.measure import importance_job
 
     check_output_path(args.out)
     record = importance_job(
@@ -95,7 +95,7 @@ def _score_table(record: dict) -> str:
 
 def _evaluate(args) -> None:
     from headcount.io import check_output_path, write_json
-    from headcount.pipeline import evaluate_job
+    from headcount.jobs.measure import evaluate_job
 
     if args.out:
         check_output_path(args.out)
@@ -110,7 +110,7 @@ def _evaluate(args) -> None:
 
 
 def _demo(args) -> None:
-    from headcount.demo import run_demo
+    from headcount.report.run import run_demo
 
     paths = run_demo(args.out, seeds=tuple(args.seeds), device=args.device,
                      train_examples=args.train_examples, fit_steps=args.fit_steps,
@@ -122,8 +122,9 @@ def _curve(args) -> None:
     from dataclasses import replace
 
     from headcount.io import check_output_path
+    from headcount.jobs.prune import curve_job
     from headcount.pruning import step_ratios
-    from headcount.pruning_jobs import curve_job, write_curve_csv
+    from headcount.records import write_curve_csv
 
     check_output_path(args.out)
     options = data_options(args)
@@ -164,7 +165,7 @@ def _curve(args) -> None:
 
 
 def _prune(args) -> None:
-    from headcount.pruning_jobs import prune_job
+    from headcount.jobs.prune import prune_job
 
     record = prune_job(
         args.model, args.scores, args.out, ratio=args.ratio, heads=args.heads,
@@ -184,8 +185,8 @@ def _plot_curve(args) -> None:
 
 
 def _finetune(args) -> None:
-    from headcount.finetune import TrainingConfig
-    from headcount.pipeline import finetune_job
+    from headcount.jobs.train import finetune_job
+    from headcount.training import TrainingConfig
 
     config = TrainingConfig(
         epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
@@ -210,7 +211,8 @@ def _finetune(args) -> None:
 
 def _recall(args) -> None:
     from headcount.io import check_output_path
-    from headcount.recall import recall_curve, write_recall_csv
+    from headcount.recall import recall_curve
+    from headcount.records import write_recall_csv
 
     check_output_path(args.out)
     rows = recall_curve(args.pretrain, args.downstream, threshold=args.threshold,
@@ -223,8 +225,8 @@ def _recall(args) -> None:
 
 
 def _compensation(args) -> None:
-    from headcount.compensation import compensation_job
     from headcount.io import check_output_path, write_json
+    from headcount.jobs.analysis import compensation_job
 
     check_output_path(args.out)
     record = compensation_job(args.before, args.after, args.model)
@@ -246,7 +248,7 @@ def _plot_recall(args) -> None:
 
 
 def _study(args) -> None:
-    from headcount.study import study_command
+    from headcount.report.run import study_command
 
     paths = study_command(args.config, args.out, force=args.force, progress=not args.quiet)
     print(f"report: {paths['html']} (and {paths['markdown']})")
@@ -395,7 +397,7 @@ def _add_curve_parser(commands) -> None:
     compensation.add_argument("--out", required=True, help="compensation.json to write")
     compensation.set_defaults(run=_compensation)
 
-    from headcount.drift_cli import add_drift_commands
+    from headcount.cli.analysis import add_drift_commands
 
     add_drift_commands(commands, kinds)
 
@@ -435,15 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_parser(commands)
     _add_study_parser(commands)
 
-    from headcount.mlm_head_cli import add_mlm_head_command
+    from headcount.cli.mlm import add_mlm_head_command
 
     add_mlm_head_command(commands)
 
-    from headcount.weight_pruning_cli import add_weight_pruning_commands
+    from headcount.cli.weights import add_weight_pruning_commands
 
     add_weight_pruning_commands(commands)
 
-    from headcount.demo import add_arguments
 
     demo = commands.add_parser(
         "demo", help="offline demo study: MiniLM on BBC News, on CPU, with a report",
@@ -475,5 +476,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--train-examples", type=int, default=600,
+                        help="BBC News articles to fine-tune on (default 600)")
+    parser.add_argument("--fit-steps", type=int, default=300,
+                        help="steps to fit MiniLM's masked-LM head (default 300)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--force", action="store_true",
+                        help="start afresh if --out holds a run of other settings")
+    parser.add_argument("--quiet", action="store_true")

@@ -20,12 +20,12 @@ Means and standard deviations are over seeds (population standard deviation, as 
 downstream performance (Figure 1), 75% of the masked-LM performance (the paper's guideline,
 Figure 3) and recall 90%.
 
-The stage is split over modules: `headcount.report_values` (thresholds, colours, helpers on
-table values), `headcount.report_findings` (pruning curves over seeds, headline findings),
-`headcount.report_figures` (the figures and their saving), `headcount.report_render` (the
+The stage is split over modules: `headcount.report.format` (thresholds, colours, helpers on
+table values), `headcount.report.findings` (pruning curves over seeds, headline findings),
+`headcount.report.figures` (the figures and their saving), `headcount.report.render` (the
 document: `Section`, `Block`, `Table`, rendered as Markdown and HTML),
-`headcount.report_sections` (the sections on the reference study) and
-`headcount.report_companion` (the sections and findings of the companion studies). This
+`headcount.report.sections` (the sections on the reference study) and
+`headcount.report.companion` (the sections and findings of the companion studies). This
 module assembles them and re-exports their public names.
 """
 
@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 
 from headcount.io import write_atomic
-from headcount.report_figures import (
+from headcount.report.figures import (
     _Figures,
     correlation_points,
     figure_correlation,
@@ -47,15 +47,16 @@ from headcount.report_figures import (
     figure_pruned_finetune,
     figure_recall,
 )
-from headcount.report_findings import (
+from headcount.report.findings import (
     CurveGroup,
     CurvePoint,
     _findings,
     curve_groups,
     headline_findings,
 )
-from headcount.report_render import Block, Section, Table, _md, render_html, render_markdown
-from headcount.report_sections import (
+from headcount.report.format import _clean, _text
+from headcount.report.render import Block, Section, Table, _md, render_html, render_markdown
+from headcount.report.sections import (
     _config_section,
     _correlation_section,
     _curves_section,
@@ -67,7 +68,6 @@ from headcount.report_sections import (
     _recall_section,
     _tables_section,
 )
-from headcount.report_values import _clean, _text
 
 __all__ = [
     "Block", "CurveGroup", "CurvePoint", "Section", "Table", "build_sections",
@@ -79,7 +79,7 @@ __all__ = [
 
 def build_sections(run_dir: Path, tables: dict, meta: dict, figures: _Figures) -> list[Section]:
     """The report's sections, in order; one that fails is left out and noted."""
-    from headcount.report_companion import SECTIONS
+    from headcount.report.companion import SECTIONS
 
     builders: list[tuple[str, Callable[[], Section | None]]] = [
         ("pruning curves (downstream)",

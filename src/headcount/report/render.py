@@ -13,7 +13,7 @@ import html
 import re
 from dataclasses import dataclass, field
 
-from headcount.report_values import MISSING
+from headcount.report.format import MISSING
 
 # --------------------------------------------------------------------------------------
 # The document: sections of blocks (figure + tables)

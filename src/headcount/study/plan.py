@@ -12,10 +12,11 @@ from functools import partial
 
 import torch
 
-from headcount import study_companion as companion
 from headcount.importance import normalize
 from headcount.io import read_json_record
-from headcount.study import (
+from headcount.study import companion
+from headcount.study.config import ModelSpec, TaskSpec
+from headcount.study.units import (
     Run,
     _mlm_options,
     _options,
@@ -25,7 +26,6 @@ from headcount.study import (
     importance_unit,
     mlm_checkpoint,
 )
-from headcount.study_config import ModelSpec, TaskSpec
 
 MLM = "mlm"
 
@@ -55,7 +55,7 @@ def finetune_rows(model: str, task: str, seed: int, record: dict, kind: str,
 
 
 def _training_config(run: Run, seed: int, freeze_layers: int = 0):
-    from headcount.finetune import TrainingConfig
+    from headcount.training import TrainingConfig
 
     spec = run.config.finetune
     return TrainingConfig(epochs=spec.epochs, learning_rate=spec.lr, batch_size=spec.batch_size,
@@ -71,7 +71,7 @@ def _train_options(run: Run, task: TaskSpec, seed: int):
 
 
 def freezing_result(run: Run, model: ModelSpec, task: TaskSpec, seed: int, layers: int) -> dict:
-    from headcount.pipeline import finetune_job
+    from headcount.jobs.train import finetune_job
 
     return finetune_job(model.path, _train_options(run, task, seed),
                         _training_config(run, seed, layers), None,
@@ -296,7 +296,7 @@ def _shares_layers(model: ModelSpec) -> bool:
 
 
 def _drift(run: Run, model: ModelSpec, task: TaskSpec, seed: int, checkpoint: str) -> dict:
-    from headcount.drift import drift_job
+    from headcount.jobs.analysis import drift_job
 
     options = _options(task, split=task.eval_split, seed=seed,
                        max_examples=run.config.analyses.drift_max_examples,

@@ -1,4 +1,4 @@
-"""Small helpers of the report stage (`headcount.report`) on table values: the study's
+"""Small helpers of the report stage (`headcount.report.assemble`) on table values: the study's
 thresholds and colours, numbers read leniently from table cells, grouping, means and
 population standard deviations over seeds, and text formatting of values.
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from headcount.plotting import drift_layer_means
-from headcount.report_values import (
+from headcount.report.format import (
     IMPORTANCE_KINDS,
     MLM_RETAIN,
     NORMALIZATION_ORDER,
@@ -171,7 +171,7 @@ def _findings(tables: dict, problems: list[str]) -> list[tuple[str, str]]:
         except Exception as error:  # a bad table must not cost the whole report
             problems.append(f"headline findings on {topic} left out: "
                             f"{type(error).__name__}: {error}")
-    from headcount.report_companion import FINDINGS
+    from headcount.report.companion import FINDINGS
 
     for finder, topic in FINDINGS:  # these read several tables each
         try:

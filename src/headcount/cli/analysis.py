@@ -2,7 +2,7 @@
 
 `add_drift_commands(commands, plot_kinds)` registers `compare`, `correlate`, `plot drift` and
 `plot correlation` on the `headcount` parser (`commands`: its subparsers; `plot_kinds`: the
-subparsers of `plot`). Thin, like `headcount.cli`: parse, call one library job, write its
+subparsers of `plot`). Thin, like `headcount.cli.app`: parse, call one library job, write its
 record atomically, print a short summary; user mistakes are HeadcountErrors.
 """
 
@@ -23,9 +23,9 @@ def _drift_table(record: dict) -> str:
 
 
 def _compare(args) -> None:
-    from headcount.cli import data_options
-    from headcount.drift import drift_job
+    from headcount.cli.app import data_options
     from headcount.io import check_output_path, write_json
+    from headcount.jobs.analysis import drift_job
 
     check_output_path(args.out)
     record = drift_job(args.pretrained, args.finetuned, data_options(args),
@@ -38,8 +38,8 @@ def _compare(args) -> None:
 
 
 def _correlate(args) -> None:
-    from headcount.correlation import correlate_job
     from headcount.io import check_output_path, write_json
+    from headcount.jobs.analysis import correlate_job
 
     check_output_path(args.out)
     record = correlate_job(args.scores, args.drift, raw=args.raw)
@@ -72,7 +72,7 @@ def _plot_correlation(args) -> None:
 def add_drift_commands(commands, plot_kinds) -> None:
     """Register `compare` and `correlate` on `commands` (the subparsers of the `headcount`
     parser) and `drift` and `correlation` on `plot_kinds` (the subparsers of `plot`)."""
-    from headcount.cli import add_data_flags
+    from headcount.cli.app import add_data_flags
 
     compare = commands.add_parser(
         "compare", help="attention (JS) and feature (L2) drift between two checkpoints",

@@ -28,7 +28,7 @@ import torch
 
 from headcount.errors import HeadcountError
 from headcount.io import read_json_record, versions, write_atomic, write_json
-from headcount.study_config import ModelSpec, StudyConfig, TaskSpec, load_config
+from headcount.study.config import ModelSpec, StudyConfig, TaskSpec
 
 STATE_FILE = "study.json"
 
@@ -126,7 +126,7 @@ def environment(device: torch.device) -> dict:
 
 
 def _options(task: TaskSpec, **overrides):
-    from headcount.pipeline import DataOptions
+    from headcount.jobs.prepared import DataOptions
 
     base = DataOptions(task=task.task, data_dir=task.data_dir, text_column=task.text_column,
                        text_pair_column=task.text_pair_column,
@@ -135,7 +135,7 @@ def _options(task: TaskSpec, **overrides):
 
 
 def _mlm_options(config: StudyConfig, **overrides):
-    from headcount.pipeline import DataOptions
+    from headcount.jobs.prepared import DataOptions
 
     text = config.pretrain.text
     spec = text if text.startswith("mlm:") else f"mlm:{text}"
@@ -163,8 +163,8 @@ def mlm_checkpoint(run: Run, model: ModelSpec) -> str:
 
 
 def finetune_unit(run: Run, model: ModelSpec, task: TaskSpec, seed: int) -> Path:
-    from headcount.finetune import TrainingConfig
-    from headcount.pipeline import finetune_job
+    from headcount.jobs.train import finetune_job
+    from headcount.training import TrainingConfig
 
     spec = run.config.finetune
     output = run.path("finetune", model.name, task.name, f"seed-{seed}")
@@ -186,7 +186,7 @@ def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path
                     estimator: str = "gradient") -> dict:
     """Raw importance by `estimator`, with the unit's wall time including loading (what
     choosing the estimator costs)."""
-    from headcount.pipeline import importance_job
+    from headcount.jobs.measure import importance_job
 
     with run.unit(f"importance: {label}", output) as todo:
         if todo:
@@ -201,15 +201,15 @@ def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path
 def curve_unit(run: Run, label: str, checkpoint: str, options, scores: dict, normalize: str,
                output: Path, meta: dict) -> list[dict]:
     """A pruning curve whose every point is saved as soon as it is evaluated."""
-    from headcount.evaluate import evaluate
-    from headcount.pipeline import load_for_task, prepare_for
+    from headcount.evaluation import evaluate
+    from headcount.jobs.prepared import load_for_task, prepare_for
+    from headcount.jobs.prune import curve_rows
     from headcount.pruning import (
         point_from_record,
         point_record,
         pruning_curve,
         step_ratios,
     )
-    from headcount.pruning_jobs import curve_rows
 
     spec = run.config.pruning
     ratios = step_ratios(spec.step)
@@ -251,40 +251,3 @@ def evaluation_unit(run: Run, label: str, output: Path, compute) -> dict:
 # --------------------------------------------------------------------------- the study
 
 
-def run_study(config: StudyConfig, out: str | Path, *, force: bool = False,
-              progress: bool = True) -> dict:
-    """Run (or resume) the study into `out`; returns the paths of the report.
-
-    Example:
-        >>> run_study(load_config("examples/glue-local.toml"), "runs/glue-local")
-    """
-    from headcount.models import resolve_device
-    from headcount.study_units import run_all
-
-    root = Path(out)
-    device = resolve_device(config.device)
-    prepare_run_dir(config, root, force=force)
-    run = Run(config, root, progress=progress)
-    started = datetime.now(UTC).isoformat()
-    write_json(root / "environment.json", environment(device))
-    tables, notes = run_all(run)
-    from headcount.study_tables import write_tables
-
-    write_tables(root / "tables", tables)
-    from headcount.report import write_report
-
-    meta = {"name": config.name, "config_text": config.text,
-            "environment": {**environment(device), "started": started,
-                            "finished": datetime.now(UTC).isoformat()},
-            "notes": notes}
-    paths = write_report(root, tables, meta)
-    run.log(f"{run.counts['done']} units computed, {run.counts['skipped']} already done; "
-            f"report: {paths['html']}")
-    return paths
-
-
-def study_command(config_path: str, out: str | None, *, force: bool, progress: bool) -> dict:
-    config = load_config(config_path)
-    if out is None:
-        out = str(Path("runs") / config.name)
-    return run_study(config, out, force=force, progress=progress)

@@ -1,7 +1,7 @@
 """Commands for unstructured weight-magnitude pruning (Gordon et al. 2020).
 
 `add_weight_pruning_commands(commands)` registers `weights-prune` and `sparsity-curve` on the
-`headcount` parser (`commands`: its subparsers). Thin, like `headcount.cli`: parse, call one
+`headcount` parser (`commands`: its subparsers). Thin, like `headcount.cli.app`: parse, call one
 library job (which writes its output atomically), print a short summary; user mistakes are
 HeadcountErrors.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def _weights_prune(args) -> None:
-    from headcount.weight_pruning import weight_prune_job
+    from headcount.jobs.weights import weight_prune_job
 
     record = weight_prune_job(args.model, args.out, sparsity=args.sparsity, scope=args.scope,
                               device=args.device)
@@ -21,17 +21,18 @@ def _weights_prune(args) -> None:
 
 
 def _sparsity_curve(args) -> None:
-    from headcount.cli import _progress, data_options
+    from headcount.cli.app import _progress, data_options
     from headcount.distributed import is_main_process
     from headcount.io import check_output_path
-    from headcount.weight_pruning import sparsity_curve_job, write_curve_csv
+    from headcount.jobs.weights import sparsity_curve_job
+    from headcount.records import write_sparsity_csv
 
     check_output_path(args.out)
     rows = sparsity_curve_job(args.model, data_options(args), sparsities=args.sparsities,
                               scope=args.scope, device=args.device, progress=_progress(args))
     if not is_main_process():
         return
-    write_curve_csv(args.out, rows)
+    write_sparsity_csv(args.out, rows)
     for row in rows:
         if row["main"]:
             print(f"sparsity {row['sparsity_achieved']:.3f}: {row['metric']}={row['value']:.4f} "
@@ -42,7 +43,7 @@ def _sparsity_curve(args) -> None:
 def add_weight_pruning_commands(commands) -> None:
     """Register `weights-prune` and `sparsity-curve` on `commands` (the subparsers of the
     `headcount` parser)."""
-    from headcount.cli import add_data_flags
+    from headcount.cli.app import add_data_flags
     from headcount.weight_pruning import DEFAULT_SPARSITIES, SCOPES
 
     scope_help = (f"{' or '.join(SCOPES)}; global: the smallest |w| over all encoder weight "

@@ -15,7 +15,8 @@ from functools import partial
 import torch
 
 from headcount.importance import normalize
-from headcount.study import (
+from headcount.study.config import ModelSpec, TaskSpec
+from headcount.study.units import (
     Run,
     _mlm_options,
     _options,
@@ -23,7 +24,6 @@ from headcount.study import (
     evaluation_unit,
     importance_unit,
 )
-from headcount.study_config import ModelSpec, TaskSpec
 
 MLM = "mlm"
 SEED_STRIDE = 1000
@@ -192,11 +192,12 @@ def pruned_finetune_result(run: Run, task: TaskSpec, seed: int, checkpoint: str,
     important first by the study's first normalisation), scored before and after fine-tuning
     it again; with the importance of the remaining heads before and after (compensation)."""
     from headcount.compensation import compensation_record
-    from headcount.evaluate import evaluate
+    from headcount.evaluation import evaluate
     from headcount.importance import head_importance
-    from headcount.pipeline import load_for_task, prepare_for, train_and_score
+    from headcount.jobs.prepared import load_for_task, prepare_for
+    from headcount.jobs.train import train_and_score
     from headcount.removal import remove_heads
-    from headcount.study_units import _train_options, _training_config
+    from headcount.study.plan import _train_options, _training_config
 
     config = run.config
     method = config.importance.normalizations[0]
@@ -315,8 +316,8 @@ def after_finetune_sparsity_unit(run: Run, model: ModelSpec, task: TaskSpec, see
 
 
 def _sparsity_sweep(run: Run, checkpoint: str, options) -> dict:
-    from headcount.evaluate import evaluate
-    from headcount.pipeline import load_for_task, prepare_for
+    from headcount.evaluation import evaluate
+    from headcount.jobs.prepared import load_for_task, prepare_for
     from headcount.weight_pruning import sparsity_curve
 
     spec = run.config.sparsity
@@ -344,8 +345,9 @@ def pretrain_pruned_unit(run: Run, model: ModelSpec, task: TaskSpec, seed: int,
 
 def _pretrain_pruned(run: Run, model: ModelSpec, task: TaskSpec, seed: int,
                      level: float) -> dict:
-    from headcount.pipeline import load_for_task, train_and_score
-    from headcount.study_units import _train_options, _training_config
+    from headcount.jobs.prepared import load_for_task
+    from headcount.jobs.train import train_and_score
+    from headcount.study.plan import _train_options, _training_config
     from headcount.weight_pruning import apply_masks, magnitude_masks, sparsity_report
 
     spec = run.config.sparsity

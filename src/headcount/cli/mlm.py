@@ -1,7 +1,7 @@
 """`headcount fit-mlm-head`: give a checkpoint without a masked-LM head a fitted one.
 
 `add_mlm_head_command(commands)` registers the command on the `headcount` parser
-(`commands`: its subparsers). Thin, like `headcount.cli`: parse, call one library job (which
+(`commands`: its subparsers). Thin, like `headcount.cli.app`: parse, call one library job (which
 writes the checkpoint atomically), print a short summary; user mistakes are HeadcountErrors.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 
 def _fit_mlm_head(args) -> None:
-    from headcount.cli import _progress
-    from headcount.mlm_head import fit_mlm_head_job
+    from headcount.cli.app import _progress
+    from headcount.jobs.mlm import fit_mlm_head_job
 
     record = fit_mlm_head_job(
         args.model, args.text, args.out, steps=args.steps, batch_size=args.batch_size,

@@ -1,0 +1,69 @@
+"""The `importance` and `evaluate` jobs: a checkpoint and a task in, a scores or metrics record out."""
+
+from __future__ import annotations
+
+from headcount.arch import architecture_signature, head_layout
+from headcount.estimators import check_estimator, estimate_for_record
+from headcount.evaluation import evaluate
+from headcount.importance import check_normalization
+from headcount.io import versions
+from headcount.jobs.prepared import DataOptions, data_record, load_for_task, prepare_for
+
+
+def importance_job(
+    model: str, options: DataOptions, *, normalize_method: str = "l1", device=None,
+    progress: bool = False, estimator: str = "gradient", heads_per_pass: int | None = None,
+) -> dict:
+    """Load, estimate importance (`estimator`, see `headcount.estimators`), normalise; the
+    `scores.json` record.
+
+    Example:
+        >>> record = importance_job("path/to/ckpt", DataOptions("sst2", data_dir=glue))
+        >>> record["scores"][0]  # layer 0, l1-normalised
+    """
+    check_normalization(normalize_method)  # fail before loading anything
+    check_estimator(estimator)
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    data = prepare_for(loaded, task, options)
+    result, extras = estimate_for_record(
+        loaded.model, data.batches(options.batch_size), data.kind, estimator,
+        heads_per_pass=heads_per_pass, progress=progress,
+        total=data.num_batches(options.batch_size),
+    )
+    layers, heads = result.raw.shape
+    return {
+        **data_record(model, options, data, result.num_examples),
+        "normalize": normalize_method,
+        "shared_across_layers": result.shared,
+        "layers": layers,
+        "heads": heads,
+        "num_layer_applications": head_layout(loaded.model).num_layers,
+        "architecture": architecture_signature(loaded.model),
+        "mean_loss": result.mean_loss,
+        "new_head": loaded.new_head,
+        "raw_scores": result.raw.tolist(),
+        "scores": result.normalized(normalize_method).tolist(),
+        "estimator": estimator,
+        **extras,
+        "versions": versions(),
+    }
+
+
+def evaluate_job(model: str, options: DataOptions, *, device=None, progress: bool = False) -> dict:
+    """Load and score a model on a task split; the metrics record."""
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    data = prepare_for(loaded, task, options)
+    result = evaluate(
+        loaded.model, data.batches(options.batch_size), data.kind, task.metric,
+        progress=progress, total=data.num_batches(options.batch_size),
+    )
+    return {
+        **data_record(model, options, data, result.num_examples),
+        "metrics": result.metrics,
+        "main_metric": result.main,
+        "mean_loss": result.mean_loss,
+        "new_head": loaded.new_head,
+        "versions": versions(),
+    }

@@ -1,0 +1,43 @@
+"""A study (or the demo) run to its end, with its report: the `study` and `demo` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headcount.report.assemble import write_report
+from headcount.study.config import StudyConfig, load_config, parse_config
+from headcount.study.demo import demo_config_text
+from headcount.study.runner import run_units
+
+
+def run_study(config: StudyConfig, out: str | Path, *, force: bool = False,
+              progress: bool = True) -> dict:
+    """Run (or resume) the study into `out` and write its report; the report's paths.
+
+    Example:
+        >>> run_study(load_config("examples/glue-local.toml"), "runs/glue-local")["html"]
+        PosixPath('runs/glue-local/report.html')
+    """
+    study = run_units(config, out, force=force, progress=progress)
+    paths = write_report(study.root, study.tables, study.meta)
+    counts = study.run.counts
+    study.run.log(f"{counts['done']} units computed, {counts['skipped']} already done; "
+                  f"report: {paths['html']}")
+    return paths
+
+
+def study_command(config_path: str, out: str | None, *, force: bool, progress: bool) -> dict:
+    """`headcount study CONFIG [--out DIR]`: the run directory defaults to runs/<name>."""
+    config = load_config(config_path)
+    if out is None:
+        out = str(Path("runs") / config.name)
+    return run_study(config, out, force=force, progress=progress)
+
+
+def run_demo(out: str = "runs/demo", *, seeds=(0, 1), device: str = "auto",
+             train_examples: int = 600, fit_steps: int = 300, force: bool = False,
+             progress: bool = True) -> dict:
+    """Run the offline demo study (MiniLM on BBC News) into `out`, with its report."""
+    text = demo_config_text(seeds=seeds, device=device, train_examples=train_examples,
+                            fit_steps=fit_steps)
+    return run_study(parse_config(text, "demo config"), out, force=force, progress=progress)
