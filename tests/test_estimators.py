@@ -19,10 +19,10 @@ from torch.testing import assert_close
 
 import headcount.estimators as estimators
 from headcount.arch import attention_blocks, head_layout
+from headcount.choices import ESTIMATORS
 from headcount.cli.app import main
 from headcount.errors import ConfigError
 from headcount.estimators import (
-    ESTIMATORS,
     ablation_importance,
     attention_statistics,
     auto_heads_per_pass,

@@ -16,14 +16,13 @@ import pytest
 import torch
 from conftest import make_model
 
+from headcount.choices import LAYER_ORDERS, ORDERS
 from headcount.cli.app import main
 from headcount.errors import ConfigError, HeadcountError
 from headcount.importance import normalize
 from headcount.jobs.prepared import DataOptions
 from headcount.jobs.prune import curve_job
 from headcount.orders import (
-    LAYER_ORDERS,
-    ORDERS,
     head_order,
     layer_sequence,
     model_head_order,

@@ -25,10 +25,3 @@ class TaskError(HeadcountError):
 class ConfigError(HeadcountError):
     """A bad option value (normalisation, max length, fraction, ...)."""
 
-
-def suggest(name: str, allowed) -> str:
-    """' Did you mean: x?' for the closest allowed name, or '' when nothing is close."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
-    return f" Did you mean: {close[0]}?" if close else ""

@@ -74,6 +74,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from headcount.arch import HeadLayout, attention_blocks, head_layout, layer_stack
+from headcount.choices import ATTENTION_ESTIMATORS, ESTIMATORS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.drift import _per_example_mean, _restricted
 from headcount.errors import ConfigError, UnsupportedModelError
@@ -82,9 +83,6 @@ from headcount.gates import gate_heads
 from headcount.importance import Importance, head_importance
 from headcount.tasks.mlm import IGNORE_INDEX
 
-ESTIMATORS = ("gradient", "ablation", "entropy", "confidence", "magnitude")
-ATTENTION_ESTIMATORS = ("entropy", "confidence")
-
 CPU_BUDGET_BYTES = 128 << 20
 CUDA_BUDGET_SHARE = 0.5
 
@@ -92,8 +90,7 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ConfigError(f"Unknown estimator '{estimator}'. Allowed: {', '.join(ESTIMATORS)}")
+    check_choice("estimator", estimator, ESTIMATORS)
 
 
 def _check_shared(layout: HeadLayout, shared: bool | None) -> bool:
@@ -409,9 +406,7 @@ class AttentionStatistics:
 
     def importance(self, estimator: str) -> Importance:
         """`focus` (estimator "entropy") or `confidence` as importance, removed heads 0."""
-        if estimator not in ATTENTION_ESTIMATORS:
-            raise ConfigError(f"Unknown attention estimator '{estimator}'. "
-                              f"Allowed: {', '.join(ATTENTION_ESTIMATORS)}")
+        check_choice("attention estimator", estimator, ATTENTION_ESTIMATORS)
         scores = self.focus if estimator == "entropy" else self.confidence
         raw = torch.nan_to_num(scores, nan=0.0).float()
         return Importance(raw, self.num_examples, self.mean_loss, self.shared)

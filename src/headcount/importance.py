@@ -22,12 +22,11 @@ import torch
 from torch import nn
 
 from headcount.arch import head_layout
+from headcount.choices import NORMALIZATIONS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
-
-NORMALIZATIONS = ("l1", "l2", "none")
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,7 @@ class Importance:
 
 
 def check_normalization(method: str) -> None:
-    if method not in NORMALIZATIONS:
-        raise ConfigError(
-            f"Unknown normalisation '{method}'. Allowed: {', '.join(NORMALIZATIONS)}"
-        )
+    check_choice("normalisation", method, NORMALIZATIONS)
 
 
 def normalize(scores: torch.Tensor, method: str) -> torch.Tensor:

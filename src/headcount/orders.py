@@ -47,12 +47,9 @@ import torch
 from torch import nn
 
 from headcount.arch import head_layout
+from headcount.choices import LAYER_ORDERS, ORDERS, check_choice
 from headcount.errors import ConfigError
 from headcount.removal import Head
-
-ORDERS = ("importance", "random", "top", "bottom", "middle", "avoid-middle", "consecutive",
-          "non-adjacent")
-LAYER_ORDERS = ("top", "bottom", "middle", "avoid-middle", "consecutive", "non-adjacent")
 
 # Columns of curve rows that differ between draws of one order; every other column (with
 # ratio_requested and metric) identifies a point that `summarize_draws` averages over draws.
@@ -62,9 +59,7 @@ DRAW_COLUMNS = ("draw", "value", "relative", "ratio_pruned", "heads_remaining",
 
 def check_order(name: str) -> str:
     """`name` if it is a known order, else ConfigError listing them."""
-    if name not in ORDERS:
-        raise ConfigError(f"Unknown order '{name}'. Allowed: {', '.join(ORDERS)}")
-    return name
+    return check_choice("order", name, ORDERS)
 
 
 def _check_size(num_layers: int, num_heads: int = 1) -> None:

@@ -20,13 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from headcount.arch import head_layout
+from headcount.choices import SCHEDULES, check_choice
 from headcount.errors import ConfigError
 from headcount.evaluation import Evaluation
 from headcount.gates import gate_heads
 from headcount.importance import normalize
 from headcount.removal import Head, remove_heads
-
-SCHEDULES = ("one-shot", "iterative")
 
 
 def step_ratios(step: float = 0.1) -> list[float]:
@@ -167,8 +166,7 @@ def pruning_curve(
         ...                        scores=importance.raw, ratios=[0, 0.5])
         >>> points[1].evaluation.score / points[0].evaluation.score
     """
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"Unknown schedule '{schedule}'. Allowed: {', '.join(SCHEDULES)}")
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "iterative" and rank is None:
         raise ConfigError("the iterative schedule re-estimates importance: it needs a rank task")
     if scores is None and rank is None:

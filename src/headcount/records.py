@@ -50,7 +50,7 @@ def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
     return raw, record
 
 
-def _heads_text(heads) -> str:
+def heads_text(heads) -> str:
     return " ".join(f"{layer}.{head}" for layer, head in heads)
 
 
@@ -75,7 +75,7 @@ def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
                 "value": value,
                 "relative": relative,
                 "main": metric == point.evaluation.main,
-                "pruned_heads": _heads_text(point.pruned),
+                "pruned_heads": heads_text(point.pruned),
                 **tail,
             })
     return rows

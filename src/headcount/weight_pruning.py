@@ -38,13 +38,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from headcount.arch import encoder_of, layer_stack
-from headcount.errors import ConfigError, HeadcountError, suggest
+from headcount.choices import DEFAULT_SPARSITIES, SCOPES, check_choice
+from headcount.errors import ConfigError, HeadcountError
 
-SCOPES = ("global", "layer")
 # Config attribute of a weight-pruned checkpoint: {"sparsity", "scope", "achieved", ...}.
 WEIGHT_PRUNING_KEY = "headcount_weight_pruning"
 RECORD_FILE = "weight_pruning.json"
-DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
 
 
 def check_sparsity(sparsity) -> float:
@@ -57,10 +56,7 @@ def check_sparsity(sparsity) -> float:
 
 
 def check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ConfigError(f"Unknown scope '{scope}'.{suggest(str(scope), SCOPES)} "
-                          f"Available: {', '.join(SCOPES)}")
-    return scope
+    return check_choice("scope", scope, SCOPES)
 
 
 def _layer_stack(model: nn.Module) -> nn.Module:

@@ -272,7 +272,7 @@ def test_task_table_matches_hub_label_order():
 
 def test_unknown_task_suggests():
     with pytest.raises(TaskError, match=r"Unknown GLUE task 'sst-2'\. Did you mean: sst2\? "
-                                        r"Available: cola, mnli"):
+                                        r"Allowed: cola, mnli"):
         load_glue("sst-2", "dev", None)
 
 

@@ -106,5 +106,5 @@ def test_degenerate_sets_are_data_errors(metric, preds, refs, message):
 
 
 def test_unknown_metric():
-    with pytest.raises(TaskError, match=r"Unknown metric 'acc'.*Available"):
+    with pytest.raises(TaskError, match=r"Unknown metric 'acc'.*Allowed"):
         compute_metrics("acc", [1], [1])

@@ -9,11 +9,9 @@ import argparse
 import sys
 import warnings
 
+from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS
 from headcount.distributed import init_from_launcher, is_main_process
 from headcount.errors import HeadcountError
-from headcount.estimators import ESTIMATORS
-from headcount.importance import NORMALIZATIONS
-from headcount.orders import ORDERS
 
 EXIT_USER_ERROR = 2
 

@@ -43,8 +43,8 @@ def _sparsity_curve(args) -> None:
 def add_weight_pruning_commands(commands) -> None:
     """Register `weights-prune` and `sparsity-curve` on `commands` (the subparsers of the
     `headcount` parser)."""
+    from headcount.choices import DEFAULT_SPARSITIES, SCOPES
     from headcount.cli.app import add_data_flags
-    from headcount.weight_pruning import DEFAULT_SPARSITIES, SCOPES
 
     scope_help = (f"{' or '.join(SCOPES)}; global: the smallest |w| over all encoder weight "
                   "matrices together; layer: the same share in each matrix (default global)")

@@ -1,13 +1,13 @@
-"""The `importance` and `evaluate` jobs: a checkpoint and a task in, a scores or metrics record out."""
+"""The `importance` and `evaluate` jobs: a checkpoint and a task in, a scores or metrics
+record out."""
 
 from __future__ import annotations
 
 from headcount.arch import architecture_signature, head_layout
 from headcount.estimators import check_estimator, estimate_for_record
-from headcount.evaluation import evaluate
 from headcount.importance import check_normalization
 from headcount.io import versions
-from headcount.jobs.prepared import DataOptions, data_record, load_for_task, prepare_for
+from headcount.jobs.prepared import DataOptions, data_record, prepare_task
 
 
 def importance_job(
@@ -23,13 +23,11 @@ def importance_job(
     """
     check_normalization(normalize_method)  # fail before loading anything
     check_estimator(estimator)
-    task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = prepare_for(loaded, task, options)
+    prepared = prepare_task(model, options, device=device)
+    loaded, data = prepared.loaded, prepared.data
     result, extras = estimate_for_record(
-        loaded.model, data.batches(options.batch_size), data.kind, estimator,
-        heads_per_pass=heads_per_pass, progress=progress,
-        total=data.num_batches(options.batch_size),
+        loaded.model, prepared.batches(), data.kind, estimator,
+        heads_per_pass=heads_per_pass, progress=progress, total=prepared.num_batches(),
     )
     layers, heads = result.raw.shape
     return {
@@ -52,18 +50,13 @@ def importance_job(
 
 def evaluate_job(model: str, options: DataOptions, *, device=None, progress: bool = False) -> dict:
     """Load and score a model on a task split; the metrics record."""
-    task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = prepare_for(loaded, task, options)
-    result = evaluate(
-        loaded.model, data.batches(options.batch_size), data.kind, task.metric,
-        progress=progress, total=data.num_batches(options.batch_size),
-    )
+    prepared = prepare_task(model, options, device=device)
+    result = prepared.evaluate(progress=progress)
     return {
-        **data_record(model, options, data, result.num_examples),
+        **data_record(model, options, prepared.data, result.num_examples),
         "metrics": result.metrics,
         "main_metric": result.main,
         "mean_loss": result.mean_loss,
-        "new_head": loaded.new_head,
+        "new_head": prepared.loaded.new_head,
         "versions": versions(),
     }

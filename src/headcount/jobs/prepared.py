@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from headcount.data import EncodedData, prepare_data
 from headcount.distributed import rank_and_world
 from headcount.errors import ConfigError
+from headcount.evaluation import Evaluation, evaluate
 from headcount.models import LoadedModel, load_model
 from headcount.tasks.registry import Task, resolve_task
 
@@ -69,3 +71,42 @@ def data_record(model: str, options: DataOptions, data: EncodedData, num_example
     }
 
 
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task resolved, a model loaded for it and its examples encoded: what every job that
+    scores a model starts from."""
+
+    task: Task
+    loaded: LoadedModel
+    data: EncodedData
+    options: DataOptions
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    def batches(self):
+        return self.data.batches(self.options.batch_size)
+
+    def num_batches(self) -> int:
+        return self.data.num_batches(self.options.batch_size)
+
+    def evaluate(self, model: nn.Module | None = None, *, progress: bool = False) -> Evaluation:
+        """The task's metrics of `model` (default: the loaded model) on these examples."""
+        return evaluate(self.model if model is None else model, self.batches(), self.data.kind,
+                        self.task.metric, progress=progress, total=self.num_batches())
+
+
+def prepare_task(model: str, options: DataOptions, *, device=None) -> PreparedTask:
+    """Resolve `options.task`, load `model` for it (a seeded new head where it has none) and
+    encode this process's share of its examples.
+
+    Example:
+        >>> prepared = prepare_task("ckpt/", DataOptions("sst2", data_dir=glue, split="dev"))
+        >>> prepared.evaluate().main
+    """
+    task = options.resolve()
+    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    return PreparedTask(task, loaded, prepare_for(loaded, task, options), options)

@@ -11,9 +11,8 @@ from headcount.arch import head_layout
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError
 from headcount.estimators import check_estimator, estimate_importance
-from headcount.evaluation import evaluate
 from headcount.importance import check_normalization, normalize
-from headcount.jobs.prepared import DataOptions, load_for_task, prepare_for
+from headcount.jobs.prepared import DataOptions, load_for_task, prepare_for, prepare_task
 from headcount.models import CHECKPOINT_HEAD, load_model
 from headcount.orders import check_order, model_head_order, order_scores
 from headcount.pruning import (
@@ -22,7 +21,7 @@ from headcount.pruning import (
     pruning_curve,
     take_heads,
 )
-from headcount.records import _heads_text, curve_rows, read_scores
+from headcount.records import curve_rows, heads_text, read_scores
 from headcount.removal import remove_heads
 
 
@@ -86,12 +85,8 @@ def curve_job(
                           "not --scores")
     if normalize_method is not None:
         check_normalization(normalize_method)
-    task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = prepare_for(loaded, task, options)
-
-    def evaluate_model(candidate):
-        return evaluate(candidate, data.batches(options.batch_size), data.kind, task.metric)
+    prepared = prepare_task(model, options, device=device)
+    loaded, evaluate_model = prepared.loaded, prepared.evaluate
 
     requested = None if ratios is None else sorted({0.0, *ratios})
     if order != "importance":
@@ -215,5 +210,5 @@ def prune_job(
         "seed": seed if order is not None else None, "normalize": normalize_method,
         "heads_removed": len(chosen), "heads_remaining": head_layout(loaded.model).heads_remaining,
         "parameters_before": before, "parameters_after": after,
-        "removed": _heads_text(chosen),
+        "removed": heads_text(chosen),
     }

@@ -25,19 +25,12 @@ def sparsity_curve_job(model: str, options, *, sparsities: Iterable[float] | Non
     Example:
         >>> rows = sparsity_curve_job("bert/", DataOptions("mlm:wiki.txt", split="dev"))
     """
-    from headcount.evaluation import evaluate
-    from headcount.jobs.prepared import load_for_task, prepare_for
+    from headcount.jobs.prepared import prepare_task
 
     check_scope(scope)
     levels = check_sparsities(sparsities)  # before loading anything
-    task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
-    data = prepare_for(loaded, task, options)
-
-    def evaluate_model(candidate):
-        return evaluate(candidate, data.batches(options.batch_size), data.kind, task.metric)
-
-    rows = sparsity_curve(loaded.model, evaluate_model, levels, scope, progress)
+    prepared = prepare_task(model, options, device=device)
+    rows = sparsity_curve(prepared.model, prepared.evaluate, levels, scope, progress)
     meta = {"model": model, "task": options.task, "scope": scope}
     return [{**meta, **row} for row in rows]
 

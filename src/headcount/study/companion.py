@@ -68,7 +68,8 @@ def order_curves(run: Run, model: ModelSpec, task: TaskSpec, seed: int, checkpoi
                  eval_options, scores: dict) -> list[dict]:
     """Pruning curves of the fine-tuned model in every configured order (random: several
     draws), on the same examples and ratios as the importance curves."""
-    from headcount.orders import LAYER_ORDERS, head_order, order_scores
+    from headcount.choices import LAYER_ORDERS
+    from headcount.orders import head_order, order_scores
 
     raw = torch.tensor(scores["raw_scores"])
     layers, heads = raw.shape

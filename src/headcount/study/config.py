@@ -29,9 +29,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from headcount.choices import NORMALIZATIONS, SCHEDULES
 from headcount.errors import ConfigError
-from headcount.importance import NORMALIZATIONS
-from headcount.pruning import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -446,7 +445,7 @@ def _ratio_list(table: dict, key: str, where: str, default, problems: _Problems,
 
 
 def _orders(raw: dict, problems: _Problems) -> OrdersSpec:
-    from headcount.orders import ORDERS
+    from headcount.choices import ORDERS
 
     table = _table(raw, "orders", OrdersSpec, problems)
     if table is None:
@@ -462,7 +461,7 @@ def _orders(raw: dict, problems: _Problems) -> OrdersSpec:
 
 
 def _estimators(raw: dict, problems: _Problems) -> EstimatorsSpec:
-    from headcount.estimators import ESTIMATORS
+    from headcount.choices import ESTIMATORS
 
     table = _table(raw, "estimators", EstimatorsSpec, problems)
     if table is None:
@@ -476,7 +475,7 @@ def _estimators(raw: dict, problems: _Problems) -> EstimatorsSpec:
 
 
 def _sparsity(raw: dict, problems: _Problems) -> SparsitySpec:
-    from headcount.weight_pruning import SCOPES
+    from headcount.choices import SCOPES
 
     table = _table(raw, "sparsity", SparsitySpec, problems)
     if table is None:

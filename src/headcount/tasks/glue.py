@@ -14,7 +14,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headcount.errors import DataError, TaskError, suggest
+from headcount.choices import unknown
+from headcount.errors import DataError, TaskError
 from headcount.tasks.base import Example
 
 HUB_DATASET = "nyu-mll/glue"
@@ -144,10 +145,7 @@ def get_glue_task(name: str) -> GlueTask:
     """The `GlueTask` called `name` (case-insensitive); TaskError for an unknown name."""
     key = name.strip().lower()
     if key not in GLUE_TASKS:
-        raise TaskError(
-            f"Unknown GLUE task {name!r}.{suggest(key, GLUE_TASKS)} "
-            f"Available: {', '.join(sorted(GLUE_TASKS))}."
-        )
+        raise TaskError(unknown("GLUE task", name, sorted(GLUE_TASKS)))
     return GLUE_TASKS[key]
 
 
@@ -158,10 +156,7 @@ def resolve_split(task: GlueTask, split: str) -> str:
     if key not in task.files:
         aliases = {alias for alias, target in _SPLIT_ALIASES.items() if target in task.files}
         allowed = sorted(set(task.files) | aliases)
-        raise TaskError(
-            f"Unknown split {split!r} for GLUE task {task.name}.{suggest(key, allowed)} "
-            f"Allowed: {', '.join(allowed)}."
-        )
+        raise TaskError(unknown(f"split of GLUE task {task.name}", split, allowed))
     return key
 
 

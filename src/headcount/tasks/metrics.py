@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from headcount.errors import DataError, TaskError, suggest
+from headcount.choices import unknown
+from headcount.errors import DataError, TaskError
 
 MAIN_METRIC: dict[str, str] = {
     "mcc": "mcc",
@@ -125,10 +126,7 @@ def compute_metrics(metric: str, predictions, references) -> dict[str, float]:
     mean of their parts. Degenerate evaluation sets raise DataError.
     """
     if metric not in MAIN_METRIC:
-        raise TaskError(
-            f"Unknown metric {metric!r}.{suggest(metric, MAIN_METRIC)} "
-            f"Available: {', '.join(MAIN_METRIC)}."
-        )
+        raise TaskError(unknown("metric", metric, MAIN_METRIC))
     preds, refs = _pair(predictions, references)
     if metric == "mcc":
         _require_two_classes("MCC", refs)

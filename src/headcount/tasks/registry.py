@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headcount.errors import DataError, TaskError, suggest
+from headcount.choices import unknown
+from headcount.errors import DataError, TaskError
 from headcount.tasks.base import Example
 from headcount.tasks.folders import class_files, load_folder
 from headcount.tasks.glue import GLUE_TASKS, load_glue
@@ -101,8 +102,6 @@ def resolve_task(
     if name in GLUE_TASKS:
         return _glue_task(name, data_dir)
     allowed = sorted(GLUE_TASKS)
-    raise TaskError(
-        f"Unknown task '{spec}'.{suggest(name, allowed)} Available: {', '.join(allowed)}, "
-        "file:PATH (.tsv/.csv/.jsonl), dir:PATH (one sub-folder per class), "
-        "mlm:PATH (text file or directory)"
-    )
+    raise TaskError(unknown(
+        "task", spec, allowed, "file:PATH (.tsv/.csv/.jsonl), dir:PATH (one sub-folder per "
+        "class), mlm:PATH (text file or directory)"))

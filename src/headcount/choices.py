@@ -1,0 +1,51 @@
+"""The names users choose from (normalisations, estimators, orders, schedules, scopes), and
+the one check that turns a wrong name into "Unknown estimator 'x'. Did you mean: y?
+Allowed: a, b, c."
+
+This module imports nothing heavy: the command line builds its help from these names
+without loading torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from headcount.errors import ConfigError, HeadcountError
+
+NORMALIZATIONS = ("l1", "l2", "none")
+ESTIMATORS = ("gradient", "ablation", "entropy", "confidence", "magnitude")
+ATTENTION_ESTIMATORS = ("entropy", "confidence")
+LAYER_ORDERS = ("top", "bottom", "middle", "avoid-middle", "consecutive", "non-adjacent")
+ORDERS = ("importance", "random", *LAYER_ORDERS)
+SCHEDULES = ("one-shot", "iterative")
+SCOPES = ("global", "layer")  # of weight-magnitude pruning
+DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
+
+
+def suggest(name: str, allowed: Iterable[str]) -> str:
+    """' Did you mean: x?' for the closest allowed name, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=1, cutoff=0.6)
+    return f" Did you mean: {close[0]}?" if close else ""
+
+
+def unknown(kind: str, name, allowed: Iterable[str], extra: str = "") -> str:
+    """The message for a name that is not among `allowed` (`extra` lists other accepted
+    forms, e.g. "file:PATH")."""
+    allowed = list(allowed)
+    listed = ", ".join(allowed) + (f", {extra}" if extra else "")
+    return f"Unknown {kind} '{name}'.{suggest(name, allowed)} Allowed: {listed}"
+
+
+def check_choice(kind: str, name, allowed: Iterable[str], *,
+                 error: type[HeadcountError] = ConfigError) -> str:
+    """`name` if it is one of `allowed`, else `error` with the closest name and the list.
+
+    Example:
+        >>> check_choice("estimator", "gradient", ESTIMATORS)
+        'gradient'
+    """
+    allowed = tuple(allowed)
+    if name not in allowed:
+        raise error(unknown(kind, name, allowed))
+    return name
