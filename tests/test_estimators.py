@@ -17,18 +17,14 @@ from conftest import (
 )
 from torch.testing import assert_close
 
-import headcount.estimators as estimators
+import headcount.ablation as ablation
+from headcount.ablation import ablation_importance, auto_heads_per_pass
 from headcount.arch import attention_blocks, head_layout
+from headcount.attention import attention_statistics
 from headcount.choices import ESTIMATORS
 from headcount.cli.app import main
 from headcount.errors import ConfigError
-from headcount.estimators import (
-    ablation_importance,
-    attention_statistics,
-    auto_heads_per_pass,
-    estimate_importance,
-    magnitude_importance,
-)
+from headcount.estimators import estimate_importance, magnitude_importance
 from headcount.forward import task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance
@@ -171,7 +167,7 @@ def test_ablation_runs_only_the_layers_from_the_ablated_one_up(family, heads_per
                                                                 passes_per_batch):
     """Real layer calls are counted: H·L·L + L = 39 per batch (K=1) without prefix reuse."""
     model = three_layer_model(family)
-    stack = estimators._layer_stack(model, head_layout(model))
+    stack = ablation.replayable_layers(model, head_layout(model))
     assert stack is not None and len(stack) == 3
     layers = list(stack)
     batches = uneven(classification_batch(model))
@@ -192,28 +188,28 @@ def test_ablation_runs_only_the_layers_from_the_ablated_one_up(family, heads_per
 
 def test_albert_takes_full_forwards():
     model = make_model("albert")
-    assert estimators._layer_stack(model, head_layout(model)) is None
+    assert ablation.replayable_layers(model, head_layout(model)) is None
 
 
 def test_layers_are_restored_after_an_exception(monkeypatch):
     model = three_layer_model("bert")
-    stack = estimators._layer_stack(model, head_layout(model))
+    stack = ablation.replayable_layers(model, head_layout(model))
     layers = list(stack)
-    real = estimators.task_outputs
+    real = ablation.task_outputs
 
     def failing(model, batch, kind):
-        if any(isinstance(layer, estimators._Replay) for layer in stack):
+        if any(isinstance(layer, ablation.Replay) for layer in stack):
             raise RuntimeError("boom")
         return real(model, batch, kind)
 
-    monkeypatch.setattr(estimators, "task_outputs", failing)
+    monkeypatch.setattr(ablation, "task_outputs", failing)
     batches = uneven(classification_batch(model))
     with pytest.raises(RuntimeError, match="boom"):
         ablation_importance(model, batches, "classification", heads_per_pass=2)
     assert all(a is b for a, b in zip(stack, layers, strict=True))
     assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks)
                for m in model.modules()) == 0
-    monkeypatch.setattr(estimators, "task_outputs", real)
+    monkeypatch.setattr(ablation, "task_outputs", real)
     assert_close(ablation_importance(model, batches, "classification").raw.double(),
                  brute_force_ablation(model, batches, "classification"), rtol=1e-5, atol=1e-7)
 
@@ -230,20 +226,20 @@ def test_float32_ablation_is_close_to_float64():
 def test_auto_heads_per_pass_follows_the_memory_budget(monkeypatch):
     model = make_model("bert", dtype=torch.float64)
     batch = classification_batch(model, batch_size=5, seq_len=8)
-    per_example = estimators.activation_bytes_per_example(model, batch)
+    per_example = ablation.activation_bytes_per_example(model, batch)
     # e * S * (8D + 2I + 3HS) with e=8, S=8, D=32, I=37, H=4
     assert per_example == 8 * 8 * (8 * 32 + 2 * 37 + 3 * 4 * 8)
-    monkeypatch.setattr(estimators, "memory_budget", lambda device: 2 * 5 * per_example + 1)
+    monkeypatch.setattr(ablation, "memory_budget", lambda device: 2 * 5 * per_example + 1)
     assert auto_heads_per_pass(model, batch, heads=8) == 2
-    monkeypatch.setattr(estimators, "memory_budget", lambda device: 1)
+    monkeypatch.setattr(ablation, "memory_budget", lambda device: 1)
     assert auto_heads_per_pass(model, batch, heads=8) == 1
-    monkeypatch.setattr(estimators, "memory_budget", lambda device: 1 << 40)
+    monkeypatch.setattr(ablation, "memory_budget", lambda device: 1 << 40)
     assert auto_heads_per_pass(model, batch, heads=8) == 8
     # MLM adds the vocabulary logits of the masked positions (12 bytes per logit).
     lm = make_model("bert", head="mlm", dtype=torch.float64)
     lm_batch = mlm_batch(lm, batch_size=4)
     masked = int((lm_batch["labels"] != IGNORE_INDEX).sum())
-    assert estimators.activation_bytes_per_example(lm, lm_batch) == (
+    assert ablation.activation_bytes_per_example(lm, lm_batch) == (
         8 * 10 * (8 * 32 + 2 * 37 + 3 * 4 * 10) + math.ceil(masked / 4) * 128 * 12)
 
 
@@ -251,15 +247,15 @@ def test_auto_ablation_with_a_small_budget_still_equals_brute_force(monkeypatch)
     model = make_model("electra", dtype=torch.float64)
     batches = uneven(classification_batch(model))
     calls = []
-    real = estimators.auto_heads_per_pass
+    real = ablation.auto_heads_per_pass
 
     def spy(model, batch, heads):
         calls.append(real(model, batch, heads))
         return calls[-1]
 
-    per_example = estimators.activation_bytes_per_example(model, batches[0])
-    monkeypatch.setattr(estimators, "memory_budget", lambda device: 3 * 3 * per_example)
-    monkeypatch.setattr(estimators, "auto_heads_per_pass", spy)
+    per_example = ablation.activation_bytes_per_example(model, batches[0])
+    monkeypatch.setattr(ablation, "memory_budget", lambda device: 3 * 3 * per_example)
+    monkeypatch.setattr(ablation, "auto_heads_per_pass", spy)
     result = ablation_importance(model, batches, "classification")
     assert calls[0] == 3 and calls[1] == 4  # the second batch has 2 examples
     assert_close(result.raw.double(), brute_force_ablation(model, batches, "classification"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.errors import UnsupportedModelError
+from headcount.errors import ConfigError, UnsupportedModelError
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,22 @@ class HeadLayout:
     def kept_in_application(self, layer: int) -> tuple[int, ...]:
         """Heads present when layer application `layer` runs."""
         return self.kept[0 if self.shared_layers else layer]
+
+    def resolve_shared(self, shared: bool | None) -> bool:
+        """Whether scores are one per shared head: the default (None) is True exactly for
+        models whose layers share weights (ALBERT); True for any other is an error."""
+        if shared is None:
+            return self.shared_layers
+        if shared and not self.shared_layers:
+            raise ConfigError(
+                f"shared=True needs a model whose layers share weights (ALBERT); "
+                f"'{self.family}' has {self.num_layers} distinct layers"
+            )
+        return shared
+
+    def score_rows(self, shared: bool) -> int:
+        """Rows of a score table: one for shared heads, else one per layer application."""
+        return 1 if shared else self.num_layers
 
 
 def architecture_signature(model: nn.Module) -> dict:

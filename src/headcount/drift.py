@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -39,14 +38,12 @@ from torch import nn
 from headcount.arch import (
     HeadLayout,
     architecture_signature,
-    attention_blocks,
     encoder_of,
     head_layout,
 )
+from headcount.attention import per_example_mean, recording_attention, restricted_to_real_keys
 from headcount.errors import HeadcountError, UnsupportedModelError
-from headcount.forward import batches_on_device, eval_mode
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from headcount.forward import batches_on_device, eval_mode, model_device, model_inputs
 
 AVERAGING = (
     "js: per head, the Jensen-Shannon divergence (log base 2, in [0, 1]) between the two "
@@ -75,15 +72,15 @@ class Drift:
 
     def js_layer_mean(self) -> list[float | None]:
         """Mean JS over the heads present in each layer (None for a layer with none)."""
-        return [_none_if_nan(row[~row.isnan()].mean()) for row in self.js]
+        return [none_if_nan(row[~row.isnan()].mean()) for row in self.js]
 
     def js_layer_max(self) -> list[float | None]:
         """Max JS over the heads present in each layer (None for a layer with none)."""
-        return [_none_if_nan(row[~row.isnan()].max()) if (~row.isnan()).any() else None
+        return [none_if_nan(row[~row.isnan()].max()) if (~row.isnan()).any() else None
                 for row in self.js]
 
 
-def _none_if_nan(value: torch.Tensor | float) -> float | None:
+def none_if_nan(value: torch.Tensor | float) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
 
@@ -143,29 +140,11 @@ def check_same_shape(
     return layout_a
 
 
-@contextmanager
-def _recording_attention(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
-    """Attention probabilities `[batch, heads present, queries, keys]` of every attention
-    application during the block, in order (ALBERT's shared module fires once per layer)."""
-    recorded: list[torch.Tensor | None] = []
-
-    def hook(module, args, output):
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        recorded.append(weights)
-
-    handles = [block.attention.register_forward_hook(hook) for block in attention_blocks(model)]
-    try:
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _run(model: nn.Module, batch: dict[str, torch.Tensor], layout: HeadLayout, name: str):
     """(attention per layer application, hidden states [input of layer 0, after each layer])."""
-    device = next(model.parameters()).device
-    inputs = {key: batch[key].to(device) for key in _MODEL_INPUTS if key in batch}
-    with _recording_attention(model) as attentions:
+    device = model_device(model)
+    inputs = {key: value.to(device) for key, value in model_inputs(batch).items()}
+    with recording_attention(model) as attentions:
         output = encoder_of(model)(**inputs, output_hidden_states=True, return_dict=True)
     hidden = output.hidden_states
     if len(attentions) != layout.num_layers or hidden is None \
@@ -182,22 +161,6 @@ def _run(model: nn.Module, batch: dict[str, torch.Tensor], layout: HeadLayout, n
                 "attn_implementation='eager'; SDPA and flash attention do not compute them"
             )
     return attentions, hidden
-
-
-def _restricted(attention: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Attention `[batch, heads, q, k]` restricted to real keys (`keys` `[batch, k]`, 0/1)
-    and renormalised (a row whose mass is all on padding stays all zero)."""
-    probs = attention.to(torch.float64) * keys[:, None, None, :]
-    total = probs.sum(dim=-1, keepdim=True)
-    return probs / torch.where(total > 0, total, torch.ones_like(total))
-
-
-def _per_example_mean(values: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean over the real positions (last dim) of each example: `values` `[batch, ..., seq]`,
-    `real` `[batch, seq]` 0/1 float64; returns `[batch, ...]`."""
-    shape = (real.shape[0],) + (1,) * (values.dim() - 2) + (real.shape[1],)
-    counts = real.sum(dim=-1).clamp(min=1).view(shape[:-1])
-    return (values * real.view(shape)).sum(dim=-1) / counts
 
 
 @torch.inference_mode()
@@ -242,16 +205,16 @@ def attention_drift(
                 kept = list(layout.kept_in_application(layer))
                 if not kept:
                     continue
-                p = _restricted(attention_a[layer], real)
-                q = _restricted(attention_b[layer].to(device), real)
+                p = restricted_to_real_keys(attention_a[layer], real)
+                q = restricted_to_real_keys(attention_b[layer].to(device), real)
                 if p.shape != q.shape or p.shape[1] != len(kept):
                     raise RuntimeError(f"layer {layer}: attention shapes {tuple(p.shape)} and "
                                        f"{tuple(q.shape)} for {len(kept)} heads")
                 per_query = js_divergence(p, q)  # [batch, heads present, queries]
-                js_sums[layer, kept] += _per_example_mean(per_query, real).sum(dim=0)
+                js_sums[layer, kept] += per_example_mean(per_query, real).sum(dim=0)
             for index, (a, b) in enumerate(zip(hidden_a, hidden_b, strict=True)):
                 distance = (a.to(torch.float64) - b.to(device, torch.float64)).norm(dim=-1)
-                l2_sums[index] += _per_example_mean(distance, real).sum()
+                l2_sums[index] += per_example_mean(distance, real).sum()
             count += ids.shape[0]
     if count == 0:
         raise HeadcountError("no examples to compare")

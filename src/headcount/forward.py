@@ -23,7 +23,12 @@ from headcount.errors import UnsupportedModelError
 from headcount.tasks.mlm import IGNORE_INDEX
 from headcount.tasks.registry import CLASSIFICATION, MLM, REGRESSION
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the device its inputs must go to)."""
+    return next(model.parameters()).device
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,9 @@ def _full_precision(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.element_size() < 4 else logits
 
 
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: batch[name] for name in _MODEL_INPUTS if name in batch}
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a batch that the encoder takes (not labels or bookkeeping)."""
+    return {name: batch[name] for name in MODEL_INPUTS if name in batch}
 
 
 def masked_lm_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutputs:
@@ -48,7 +54,7 @@ def masked_lm_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskO
         raise UnsupportedModelError(
             f"{type(model).__name__} has no masked-LM head; load it with AutoModelForMaskedLM"
         )
-    hidden = encoder_of(model)(**_inputs(batch)).last_hidden_state  # [batch, seq, hidden]
+    hidden = encoder_of(model)(**model_inputs(batch)).last_hidden_state  # [batch, seq, hidden]
     labels = batch["labels"]  # [batch, seq], IGNORE_INDEX where not masked
     positions = labels != IGNORE_INDEX
     logits = head(hidden[positions])  # [masked, vocab]: the projection runs only here
@@ -63,7 +69,7 @@ def masked_lm_outputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> TaskO
 
 
 def sequence_outputs(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> TaskOutputs:
-    logits = _full_precision(model(**_inputs(batch)).logits)  # [batch, num_labels]
+    logits = _full_precision(model(**model_inputs(batch)).logits)  # [batch, num_labels]
     labels = batch["labels"]
     if kind == REGRESSION:
         values = logits.squeeze(-1)

@@ -55,7 +55,7 @@ from headcount.evaluation import evaluate
 from headcount.io import versions
 from headcount.models import (
     TOKENIZER_FILES,
-    _head_keys,
+    head_keys,
     load_config,
     quiet_transformers,
     resolve_device,
@@ -120,7 +120,7 @@ def _load_masked_lm(model_path: str, config) -> tuple[nn.Module, list[str], list
         raise HeadcountError(f"could not load the weights of {model_path}: {first_line}") \
             from None
     missing = sorted(info["missing_keys"])
-    head = set(_head_keys(missing, model))
+    head = set(head_keys(missing, model))
     encoder_missing = [key for key in missing if key not in head]
     if encoder_missing:
         raise HeadcountError(

@@ -108,7 +108,7 @@ def load_config(name_or_path: str):
     return config
 
 
-def _head_keys(keys, model) -> list[str]:
+def head_keys(keys, model) -> list[str]:
     """The keys among `keys` that belong to the task head, not to the encoder. BERT's pooler
     counts as part of the classification head: only classifiers use it, and checkpoints
     with an MLM head do not have it."""
@@ -192,7 +192,7 @@ def _from_checkpoint(model_class, source, config, options, **overrides):
                            attn_implementation=options.get("attn_implementation"), **overrides)
     model, info = model_class.from_pretrained(source, output_loading_info=True, **options,
                                               **overrides)
-    return model, _head_keys(info["missing_keys"], model)
+    return model, head_keys(info["missing_keys"], model)
 
 
 def _load_with_head(source, name_or_path, kind, config, num_labels, options):

@@ -4,7 +4,7 @@ What is pruned: the weight matrix of every `nn.Linear` inside the encoder's tran
 layers, i.e. the attention query/key/value/output projections and the two feed-forward
 matrices of each layer. Not pruned: the embeddings (and the projections that map them to
 the hidden size: ELECTRA's `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`),
-the pooler (headcount counts it as part of the classification head, see `models._head_keys`),
+the pooler (headcount counts it as part of the classification head, see `models.head_keys`),
 the task and masked-LM heads, biases and LayerNorm. Gordon et al. prune the encoder's
 weight matrices; keeping the rest dense keeps a pre-trained checkpoint and its fine-tuned
 descendants comparable whatever head is put on top.

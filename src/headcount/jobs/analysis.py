@@ -12,10 +12,10 @@ from headcount.compensation import compensation_record
 from headcount.correlation import correlation_record
 from headcount.drift import (
     AVERAGING,
-    _none_if_nan,
     attention_drift,
     check_same_shape,
     check_same_vocabulary,
+    none_if_nan,
 )
 from headcount.errors import HeadcountError
 from headcount.io import read_scores_record, versions
@@ -78,7 +78,7 @@ def drift_job(
         "heads": layout.num_heads,
         "shared_across_layers": layout.shared_layers,
         "architecture": architecture_signature(first.model),
-        "js": [[_none_if_nan(value) for value in row] for row in drift.js],
+        "js": [[none_if_nan(value) for value in row] for row in drift.js],
         "js_layer_mean": drift.js_layer_mean(),
         "js_layer_max": drift.js_layer_max(),
         "l2": [float(value) for value in drift.l2],
