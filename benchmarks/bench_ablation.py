@@ -65,9 +65,9 @@ from bench_importance import (  # noqa: E402
     timed,
 )
 
+from headcount.ablation import ablation_importance, auto_heads_per_pass
 from headcount.arch import head_layout  # noqa: E402
 from headcount.data import prepare_data  # noqa: E402
-from headcount.ablation import ablation_importance, auto_heads_per_pass
 from headcount.estimators import estimate_importance
 from headcount.forward import task_outputs  # noqa: E402
 from headcount.gates import gate_heads  # noqa: E402

@@ -71,7 +71,7 @@ from headcount.gates import gate_heads
 from headcount.importance import head_importance, normalize
 from headcount.io import write_json
 from headcount.models import quiet_transformers, resolve_device
-from headcount.pruning import least_important_first, pruning_curve
+from headcount.pruning import CurveSettings, Ranking, least_important_first, pruning_curve
 from headcount.removal import attention_parameter_count, remove_heads
 from headcount.tasks.metrics import MAIN_METRIC, compute_metrics
 from headcount.tasks.mlm import IGNORE_INDEX
@@ -309,7 +309,8 @@ def run_curve(args, model, scores, dev_batches, device) -> dict:
             evaluation_times.append(time.perf_counter() - start)
             return result
 
-        points = pruning_curve(model, evaluate_model, scores=scores, physical=physical)
+        points = pruning_curve(model, evaluate_model, Ranking(scores=scores),
+                               CurveSettings(physical=physical))
         return points, evaluation_times
 
     evaluate(model, dev_batches[:1], KIND, "accuracy")  # warm-up

@@ -21,7 +21,7 @@ from headcount.cli.app import main
 from headcount.errors import ConfigError, HeadcountError
 from headcount.importance import normalize
 from headcount.jobs.prepared import DataOptions
-from headcount.jobs.prune import curve_job
+from headcount.jobs.prune import CurveRequest, curve_job
 from headcount.orders import (
     head_order,
     layer_sequence,
@@ -224,7 +224,8 @@ def sst2(glue_dir, seed: int = 0) -> DataOptions:
 def curve(checkpoint, glue_dir, seed=0, **kwargs) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no trained classification head"
-        return curve_job(str(checkpoint), sst2(glue_dir, seed), device="cpu", **kwargs)
+        return curve_job(str(checkpoint), sst2(glue_dir, seed), CurveRequest(**kwargs),
+                         device="cpu")
 
 
 def pruned_of(row: dict) -> list[tuple[int, int]]:

@@ -11,12 +11,21 @@ from headcount.errors import ConfigError
 from headcount.evaluation import Evaluation, evaluate
 from headcount.importance import head_importance, normalize
 from headcount.pruning import (
+    CurveSettings,
+    Ranking,
     least_important_first,
     pruning_curve,
     step_ratios,
     take_heads,
     target_counts,
 )
+
+
+def run_curve(model, evaluate_model, **kwargs):
+    """`pruning_curve` with its Ranking and CurveSettings fields given as keywords."""
+    fields = ("scores", "rank", "rank_model", "normalize_method")
+    ranking = Ranking(**{key: kwargs.pop(key) for key in fields if key in kwargs})
+    return pruning_curve(model, evaluate_model, ranking, CurveSettings(**kwargs))
 
 
 def test_step_ratios():
@@ -81,8 +90,8 @@ def test_iterative_schedule_re_ranks_after_every_step():
 
     model = make_model("bert")
     common = dict(rank=rank, normalize_method="none", ratios=[0, 0.125, 0.25, 0.375])
-    one_shot = pruning_curve(model, Counting(), schedule="one-shot", **common)
-    iterative = pruning_curve(model, Counting(), schedule="iterative", **common)
+    one_shot = run_curve(model, Counting(), schedule="one-shot", **common)
+    iterative = run_curve(model, Counting(), schedule="iterative", **common)
     assert one_shot[-1].pruned == ((0, 0), (0, 1), (0, 2))
     assert iterative[-1].pruned == ((0, 0), (1, 0), (1, 1))
     assert head_layout(model).heads_remaining == 8  # the caller's model is untouched
@@ -92,7 +101,7 @@ def test_iterative_schedule_re_ranks_after_every_step():
 def test_curve_is_monotone_in_heads_remaining_and_nested(physical):
     model = make_model("roberta")
     scores = torch.rand(2, 4, generator=torch.Generator().manual_seed(1))
-    points = pruning_curve(model, Counting(), scores=scores, physical=physical)
+    points = run_curve(model, Counting(), scores=scores, physical=physical)
     remaining = [p.heads_remaining for p in points]
     assert remaining == sorted(remaining, reverse=True) and remaining[0] == 8
     assert remaining[-1] == 0
@@ -112,8 +121,8 @@ def test_physical_and_masked_curves_give_the_same_numbers():
         return evaluate(candidate, [batch], "classification", "accuracy")
 
     common = dict(scores=scores, ratios=[0, 0.25, 0.5, 0.75, 1.0])
-    physical = pruning_curve(model, evaluate_model, physical=True, **common)
-    masked = pruning_curve(model, evaluate_model, physical=False, **common)
+    physical = run_curve(model, evaluate_model, physical=True, **common)
+    masked = run_curve(model, evaluate_model, physical=False, **common)
     for a, b in zip(physical, masked, strict=True):
         assert a.pruned == b.pruned
         assert a.evaluation.mean_loss == pytest.approx(b.evaluation.mean_loss, abs=1e-5)
@@ -132,20 +141,20 @@ def test_iterative_masked_and_physical_agree():
         return evaluate(candidate, [batch], "classification", "accuracy")
 
     common = dict(rank=rank, schedule="iterative", ratios=[0, 0.25, 0.5, 0.75])
-    physical = pruning_curve(model, evaluate_model, physical=True, **common)
-    masked = pruning_curve(model, evaluate_model, physical=False, **common)
+    physical = run_curve(model, evaluate_model, physical=True, **common)
+    masked = run_curve(model, evaluate_model, physical=False, **common)
     assert [p.pruned for p in physical] == [p.pruned for p in masked]
 
 
 def test_scores_of_the_wrong_shape_are_refused():
     with pytest.raises(ConfigError, match=r"scores have shape \[3, 4\]"):
-        pruning_curve(make_model("bert"), Counting(), scores=torch.ones(3, 4))
+        run_curve(make_model("bert"), Counting(), scores=torch.ones(3, 4))
 
 
 @pytest.mark.parametrize("ratios", [[0, 1.5], [-0.1]])
 def test_ratios_outside_the_unit_interval_are_refused(ratios):
     with pytest.raises(ConfigError, match="outside"):
-        pruning_curve(make_model("bert"), Counting(), scores=torch.ones(2, 4), ratios=ratios)
+        run_curve(make_model("bert"), Counting(), scores=torch.ones(2, 4), ratios=ratios)
 
 
 def test_normalisation_changes_the_order_across_layers():

@@ -132,113 +132,147 @@ def _absent_heads(layout) -> list[Head]:
             for head in range(layout.num_heads) if head not in kept]
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """What orders the heads: fixed raw `scores` (`[layers, heads]`; one row for ALBERT),
+    or `rank(model)`, which computes raw importance (and which the iterative schedule calls
+    again after every step). `rank_model` (e.g. the same checkpoint with another task's head)
+    is what `rank` is given instead of the evaluated model; it is pruned in step. Scores are
+    normalised per layer by `normalize_method` before heads are ordered."""
+
+    scores: torch.Tensor | None = None
+    rank: Ranker | None = None
+    rank_model: nn.Module | None = None
+    normalize_method: str = "l1"
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """How a curve steps: `schedule` one-shot (rank once) or iterative (re-rank after every
+    step); `ratios` of all heads of the original model (None: 0, 0.1, ..., 1);
+    `keep_one_per_layer`; `physical` removes heads from copies of the models, otherwise
+    heads are gated off (same numbers, more FLOPs)."""
+
+    schedule: str = "one-shot"
+    ratios: Sequence[float] | None = None
+    keep_one_per_layer: bool = False
+    physical: bool = True
+
+
+class _Curve:
+    """The state of one curve: the models being pruned and the heads pruned so far."""
+
+    def __init__(self, model: nn.Module, ranking: Ranking, settings: CurveSettings):
+        self.layout = head_layout(model)
+        self.ranking, self.settings = ranking, settings
+        self.model, self.rank_model = model, ranking.rank_model
+        if settings.physical:
+            self.model = copy.deepcopy(model)
+            self.rank_model = copy.deepcopy(self.rank_model) if self.rank_model else None
+        self.pruned: list[Head] = _absent_heads(self.layout)
+
+    def importance(self) -> torch.Tensor:
+        """Normalised importance of the current (pruned) model by `ranking.rank`."""
+        target = self.model if self.rank_model is None else self.rank_model
+        if self.settings.physical or not self.pruned:
+            raw = self.ranking.rank(target)
+        else:
+            mask, shared = _mask_for(head_layout(target), self.pruned)
+            with gate_heads(target, mask, shared=shared):
+                raw = self.ranking.rank(target)
+        return normalize(raw, self.ranking.normalize_method)
+
+    def prune(self, new: Sequence[Head]) -> None:
+        self.pruned.extend(new)
+        if self.settings.physical:
+            for target in (self.model, self.rank_model):
+                if target is not None:
+                    remove_heads(target, new)
+
+    def prune_to(self, count: int, ranking: torch.Tensor) -> None:
+        """Prune the least important heads until `count` are pruned."""
+        remaining = {layer: self.layout.num_heads
+                     for layer in range(self.layout.num_distinct_layers)}
+        for layer, _ in self.pruned:
+            remaining[layer] -= 1
+        order = least_important_first(ranking, exclude=set(self.pruned))
+        self.prune(take_heads(order, count - len(self.pruned), remaining,
+                              self.settings.keep_one_per_layer))
+
+    def evaluate(self, evaluate_model: Evaluator) -> Evaluation:
+        if self.settings.physical:
+            return evaluate_model(self.model)
+        mask, shared = _mask_for(self.layout, self.pruned)
+        with gate_heads(self.model, mask, shared=shared):
+            return evaluate_model(self.model)
+
+    def point(self, ratio: float, evaluation: Evaluation) -> CurvePoint:
+        total = self.layout.total_heads
+        return CurvePoint(ratio_requested=ratio, ratio_pruned=len(self.pruned) / total,
+                          heads_remaining=total - len(self.pruned), pruned=tuple(self.pruned),
+                          evaluation=evaluation)
+
+
+def _initial_ranking(curve: _Curve) -> torch.Tensor:
+    scores, layout = curve.ranking.scores, curve.layout
+    if scores is None:
+        return curve.importance()
+    expected = (layout.num_distinct_layers, layout.num_heads)
+    if tuple(scores.shape) != expected:
+        raise ConfigError(
+            f"scores have shape {list(scores.shape)}; the model's heads are {list(expected)}"
+        )
+    return normalize(scores, curve.ranking.normalize_method)
+
+
 def pruning_curve(
     model: nn.Module,
     evaluate_model: Evaluator,
+    ranking: Ranking,
+    settings: CurveSettings = CurveSettings(),
     *,
-    scores: torch.Tensor | None = None,
-    rank: Ranker | None = None,
-    rank_model: nn.Module | None = None,
-    normalize_method: str = "l1",
-    schedule: str = "one-shot",
-    ratios: Sequence[float] | None = None,
-    keep_one_per_layer: bool = False,
-    physical: bool = True,
     progress: bool = False,
     completed: Sequence[CurvePoint] = (),
     on_point: Callable[[CurvePoint], None] | None = None,
 ) -> list[CurvePoint]:
-    """Prune least-important-first and evaluate at each ratio.
+    """Prune least-important-first (by `ranking`) and evaluate at each ratio of `settings`.
 
-    `scores` (raw, `[layers, heads]`; one row for ALBERT) fixes the initial order; without
-    them `rank(model)` computes raw importance, and the iterative schedule calls it again
-    after every step. `rank_model` (e.g. the same checkpoint with another task's head) is
-    what `rank` is given instead of `model`; it is pruned in step. With `physical` the
-    models are copied and heads removed from the copies; otherwise heads are gated off.
-    Ratios count all heads of the original model, including any a pruned checkpoint lacks.
-
-    Resuming: `completed` points (of an interrupted run of the same curve) are taken as they
-    are, their heads pruned without evaluating again; `on_point` is called with each newly
-    evaluated point, e.g. to save it at once.
+    Ratios count all heads of the original model, including any a pruned checkpoint lacks;
+    the caller's models are never changed. Resuming: `completed` points (of an interrupted
+    run of the same curve) are taken as they are, their heads pruned without evaluating
+    again; `on_point` is called with each newly evaluated point, e.g. to save it at once.
 
     Example:
         >>> points = pruning_curve(model, lambda m: evaluate(m, batches, "classification"),
-        ...                        scores=importance.raw, ratios=[0, 0.5])
+        ...                        Ranking(scores=importance.raw), CurveSettings(ratios=[0, 0.5]))
         >>> points[1].evaluation.score / points[0].evaluation.score
     """
-    check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "iterative" and rank is None:
+    check_choice("schedule", settings.schedule, SCHEDULES)
+    if settings.schedule == "iterative" and ranking.rank is None:
         raise ConfigError("the iterative schedule re-estimates importance: it needs a rank task")
-    if scores is None and rank is None:
+    if ranking.scores is None and ranking.rank is None:
         raise ConfigError("give importance scores or a task to rank heads by")
+    explicit = settings.ratios is not None
     layout = head_layout(model)
-    explicit = ratios is not None
-    steps = target_counts(check_ratios(ratios if explicit else step_ratios(0.1)), layout,
-                          keep_one_per_layer, explicit)
-    if physical:
-        model = copy.deepcopy(model)
-        rank_model = copy.deepcopy(rank_model) if rank_model is not None else None
-    pruned: list[Head] = _absent_heads(layout)
-
-    def current_importance() -> torch.Tensor:
-        target = model if rank_model is None else rank_model
-        if physical or not pruned:
-            raw = rank(target)
-        else:
-            mask, shared = _mask_for(head_layout(target), pruned)
-            with gate_heads(target, mask, shared=shared):
-                raw = rank(target)
-        return normalize(raw, normalize_method)
-
-    if scores is not None:
-        expected = (layout.num_distinct_layers, layout.num_heads)
-        if tuple(scores.shape) != expected:
-            raise ConfigError(
-                f"scores have shape {list(scores.shape)}; the model's heads are {list(expected)}"
-            )
-        ranking = normalize(scores, normalize_method)
-    else:
-        ranking = current_importance()
+    steps = target_counts(check_ratios(settings.ratios if explicit else step_ratios(0.1)),
+                          layout, settings.keep_one_per_layer, explicit)
+    curve = _Curve(model, ranking, settings)
+    absent = len(curve.pruned)
+    order = _initial_ranking(curve)
     done = {point.ratio_requested: point for point in completed}
     points = []
     for ratio, count in tqdm(steps, disable=not progress, desc="pruning curve", unit="step"):
         if ratio in done:
-            point = done[ratio]
-            new = [head for head in point.pruned if head not in set(pruned)]
-            pruned.extend(new)
-            if physical:
-                for target in (model, rank_model):
-                    if target is not None:
-                        remove_heads(target, new)
-            points.append(point)
+            curve.prune([head for head in done[ratio].pruned if head not in set(curve.pruned)])
+            points.append(done[ratio])
             continue
-        if count > len(pruned):
-            if schedule == "iterative" and len(pruned) > len(_absent_heads(layout)):
-                ranking = current_importance()
-            remaining = {layer: layout.num_heads for layer in range(layout.num_distinct_layers)}
-            for layer, _ in pruned:
-                remaining[layer] -= 1
-            order = least_important_first(ranking, exclude=set(pruned))
-            new = take_heads(order, count - len(pruned), remaining, keep_one_per_layer)
-            pruned.extend(new)
-            if physical:
-                for target in (model, rank_model):
-                    if target is not None:
-                        remove_heads(target, new)
-        if physical:
-            evaluation = evaluate_model(model)
-        else:
-            mask, shared = _mask_for(layout, pruned)
-            with gate_heads(model, mask, shared=shared):
-                evaluation = evaluate_model(model)
-        point = CurvePoint(
-            ratio_requested=ratio, ratio_pruned=len(pruned) / layout.total_heads,
-            heads_remaining=layout.total_heads - len(pruned), pruned=tuple(pruned),
-            evaluation=evaluation,
-        )
-        points.append(point)
+        if count > len(curve.pruned):
+            if settings.schedule == "iterative" and len(curve.pruned) > absent:
+                order = curve.importance()
+            curve.prune_to(count, order)
+        points.append(curve.point(ratio, curve.evaluate(evaluate_model)))
         if on_point is not None:
-            on_point(point)
+            on_point(points[-1])
     return points
 
 

@@ -120,7 +120,7 @@ def _curve(args) -> None:
     from dataclasses import replace
 
     from headcount.io import check_output_path
-    from headcount.jobs.prune import curve_job
+    from headcount.jobs.prune import CurveRequest, curve_job
     from headcount.pruning import step_ratios
     from headcount.records import write_curve_csv
 
@@ -135,13 +135,13 @@ def _curve(args) -> None:
     # Random orders differ much from draw to draw; the layer orders only in their seeded
     # start/parity and head order within a layer, importance not at all.
     draws = args.draws if args.draws is not None else (5 if args.order == "random" else 1)
-    rows = curve_job(
-        args.model, options, rank_task=args.rank_task, rank_options=rank_options,
-        scores_path=args.scores, normalize_method=args.normalize, schedule=args.schedule,
-        ratios=ratios, keep_one_per_layer=args.keep_one_per_layer,
-        physical=not args.masked, device=args.device, progress=_progress(args),
+    request = CurveRequest(
+        rank_task=args.rank_task, rank_options=rank_options, scores_path=args.scores,
+        normalize_method=args.normalize, schedule=args.schedule, ratios=ratios,
+        keep_one_per_layer=args.keep_one_per_layer, physical=not args.masked,
         order=args.order, draws=draws, estimator=args.estimator,
     )
+    rows = curve_job(args.model, options, request, device=args.device, progress=_progress(args))
     if not is_main_process():
         return
     write_curve_csv(args.out, rows)
@@ -163,13 +163,14 @@ def _curve(args) -> None:
 
 
 def _prune(args) -> None:
-    from headcount.jobs.prune import prune_job
+    from headcount.jobs.prune import PruneRequest, prune_job
 
-    record = prune_job(
-        args.model, args.scores, args.out, ratio=args.ratio, heads=args.heads,
-        normalize_method=args.normalize, keep_one_per_layer=args.keep_one_per_layer,
-        device=args.device, order=args.order, seed=args.seed,
+    request = PruneRequest(
+        scores_path=args.scores, order=args.order, seed=args.seed, ratio=args.ratio,
+        heads=args.heads, normalize_method=args.normalize,
+        keep_one_per_layer=args.keep_one_per_layer,
     )
+    record = prune_job(args.model, args.out, request, device=args.device)
     by = f" in {args.order} order (seed {args.seed})" if args.order else ""
     print(f"removed {record['heads_removed']} heads{by} ({record['heads_remaining']} left); "
           f"parameters {record['parameters_before']:,} -> {record['parameters_after']:,}; "

@@ -205,6 +205,8 @@ def curve_unit(run: Run, label: str, checkpoint: str, options, scores: dict, nor
     from headcount.jobs.prepared import load_for_task, prepare_for
     from headcount.jobs.prune import curve_rows
     from headcount.pruning import (
+        CurveSettings,
+        Ranking,
         point_from_record,
         point_record,
         pruning_curve,
@@ -229,8 +231,8 @@ def curve_unit(run: Run, label: str, checkpoint: str, options, scores: dict, nor
         pruning_curve(
             loaded.model,
             lambda m: evaluate(m, data.batches(options.batch_size), data.kind, task.metric),
-            scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize,
-            schedule="one-shot", ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer,
+            Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
+            CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
             completed=completed, on_point=save,
         )
         completed = [point_from_record(p)
