@@ -25,6 +25,7 @@ from headcount.errors import ConfigError, DataError, HeadcountError, Unsupported
 from headcount.jobs.mlm import fit_mlm_head_job
 from headcount.mlm_head import (
     RECORD_FILE,
+    HeadFit,
     decoder_tied,
     fit_mlm_head,
     freeze_encoder,
@@ -35,7 +36,7 @@ from headcount.mlm_head import (
 from headcount.models import load_model
 from headcount.tasks.folders import bbc_news_dir
 
-FAST = dict(steps=25, batch_size=4, max_length=24, lr=1e-2, device="cpu")
+FAST = dict(steps=25, batch_size=4, max_length=24, lr=1e-2)
 SENTENCES = ["the cat sat on the mat .", "the dog sat on the mat .", "a man is not a woman .",
              "the movie was good and the film was great .", "what is the question ?"]
 
@@ -62,7 +63,7 @@ def headless(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fitted(headless, text):
-    return fit_mlm_head(str(headless), str(text), seed=3, **FAST)
+    return fit_mlm_head(str(headless), str(text), HeadFit(seed=3, **FAST), device="cpu")
 
 
 def encoder_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -118,7 +119,7 @@ def test_saved_checkpoint_loads_for_masked_lm_with_a_tied_decoder(tmp_path, head
     with pytest.raises(UnsupportedModelError, match="no masked-LM head"):
         load_model(str(headless), "mlm", device="cpu")
     out = tmp_path / "fitted"
-    record = fit_mlm_head_job(str(headless), str(text), out, seed=3, **FAST)
+    record = fit_mlm_head_job(str(headless), str(text), out, HeadFit(seed=3, **FAST), device="cpu")
     loaded = load_model(str(out), "mlm", device="cpu").model
     assert decoder_tied(loaded)
     assert torch.equal(loaded.cls.predictions.decoder.weight,
@@ -133,7 +134,8 @@ def test_saved_checkpoint_loads_for_masked_lm_with_a_tied_decoder(tmp_path, head
 
 def test_the_saved_head_scores_as_fitted(tmp_path, headless, text):
     """`headcount evaluate` on the saved checkpoint sees the head that was fitted."""
-    model, tokenizer, _ = fit_mlm_head(str(headless), str(text), seed=3, **FAST)
+    model, tokenizer, _ = fit_mlm_head(str(headless), str(text), HeadFit(seed=3, **FAST),
+                                       device="cpu")
     out = tmp_path / "fitted"
     save_fitted_head(model, tokenizer, {"x": 1}, out)
     loaded = load_model(str(out), "mlm", device="cpu").model
@@ -142,11 +144,11 @@ def test_the_saved_head_scores_as_fitted(tmp_path, headless, text):
 
 
 def test_reproducible_from_the_seed(headless, text, fitted):
-    again, _, record = fit_mlm_head(str(headless), str(text), seed=3, **FAST)
+    again, _, record = fit_mlm_head(str(headless), str(text), HeadFit(seed=3, **FAST), device="cpu")
     for name, value in head_state(fitted[0]).items():
         assert torch.equal(again.cls.state_dict()[name], value), name
     assert record["held_out"] == fitted[2]["held_out"]
-    other = fit_mlm_head(str(headless), str(text), seed=4, **FAST)[0]
+    other = fit_mlm_head(str(headless), str(text), HeadFit(seed=4, **FAST), device="cpu")[0]
     assert not torch.equal(other.cls.predictions.bias, fitted[0].cls.predictions.bias)
 
 
@@ -155,7 +157,7 @@ def test_a_bare_encoder_checkpoint_gets_a_head(tmp_path, text):
     torch.manual_seed(0)
     AutoModel.from_config(make_config("bert")).save_pretrained(directory)  # BertModel keys
     write_tokenizer(directory)
-    model, _, record = fit_mlm_head(str(directory), str(text), **FAST)
+    model, _, record = fit_mlm_head(str(directory), str(text), HeadFit(**FAST), device="cpu")
     assert "cls.predictions.transform.dense.weight" in record["missing_keys"]
     assert any(key.startswith("pooler.") for key in record["unused_checkpoint_keys"])
     assert record["held_out"]["after"]["loss"] < record["held_out"]["before"]["loss"]
@@ -163,8 +165,8 @@ def test_a_bare_encoder_checkpoint_gets_a_head(tmp_path, text):
 
 
 def test_an_existing_head_is_refitted_without_missing_keys(checkpoints, text):
-    record = fit_mlm_head(str(checkpoints["mlm"]), str(text), steps=2, batch_size=4,
-                          max_length=24, device="cpu")[2]
+    record = fit_mlm_head(str(checkpoints["mlm"]), str(text),
+                          HeadFit(steps=2, batch_size=4, max_length=24), device="cpu")[2]
     assert record["missing_keys"] == [] and record["initialised_as_identity"] == []
 
 
@@ -193,7 +195,8 @@ def test_every_family_gets_a_fitted_head(tmp_path, text, family):
     state = {k: v for k, v in load_file(weights).items() if k.startswith(prefix)}
     save_file(state, weights, metadata={"format": "pt"})
     write_tokenizer(directory)
-    fitted, tokenizer, record = fit_mlm_head(str(directory), str(text), **FAST)
+    fitted, tokenizer, record = fit_mlm_head(str(directory), str(text), HeadFit(**FAST),
+                                             device="cpu")
     assert record["missing_keys"] and not any(k.startswith(prefix)
                                               for k in record["missing_keys"])
     assert record["held_out"]["after"]["loss"] < record["held_out"]["before"]["loss"]
@@ -223,7 +226,7 @@ def test_held_out_split():
 
 def test_bad_options_fail_before_loading(headless, text):
     with pytest.raises(ConfigError, match=r"--steps 0 must be at least 1.*--lr -1"):
-        fit_mlm_head(str(headless), str(text), steps=0, lr=-1)
+        fit_mlm_head(str(headless), str(text), HeadFit(steps=0, lr=-1))
     with pytest.raises(DataError, match="masked-LM text not found: .*nowhere"):
         fit_mlm_head(str(headless), "nowhere/text.txt")
 
@@ -231,14 +234,14 @@ def test_bad_options_fail_before_loading(headless, text):
 def test_refused_under_a_launcher(monkeypatch, headless, text):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="single process"):
-        fit_mlm_head(str(headless), str(text), **FAST)
+        fit_mlm_head(str(headless), str(text), HeadFit(**FAST), device="cpu")
 
 
 def test_unsupported_architecture(tmp_path, text):
     directory = tmp_path / "gpt2"
     GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=64)).save_pretrained(directory)
     with pytest.raises(UnsupportedModelError, match="Unsupported architecture 'gpt2'"):
-        fit_mlm_head(str(directory), str(text), **FAST)
+        fit_mlm_head(str(directory), str(text), HeadFit(**FAST), device="cpu")
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -322,8 +325,8 @@ def test_minilm_on_bbc_news_gets_a_loadable_head(tmp_path):
     with pytest.raises(UnsupportedModelError, match="no masked-LM head"):
         load_model(path, "mlm", device="cpu")
     out = tmp_path / "minilm-mlm"
-    record = fit_mlm_head_job(path, str(bbc), out, steps=30, batch_size=4, max_length=64,
-                              max_examples=60, device="cpu")
+    record = fit_mlm_head_job(path, str(bbc), out, HeadFit(steps=30, batch_size=4, max_length=64,
+                                                          max_examples=60), device="cpu")
     assert record["missing_keys"] == [
         "cls.predictions.bias", "cls.predictions.decoder.bias",
         "cls.predictions.transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.weight",

@@ -25,7 +25,7 @@ fill in masks, so its states at [MASK] carry little about the hidden token; a he
 add what the frozen encoder lacks.
 
 Example:
-    >>> model, tokenizer, record = fit_mlm_head("minilm/", "bbc/", steps=300)
+    >>> model, tokenizer, record = fit_mlm_head("minilm/", "bbc/", HeadFit(steps=300))
     >>> save_fitted_head(model, tokenizer, record, "minilm-mlm/")
     >>> load_model("minilm-mlm/", "mlm")  # the masked-LM task can now score it
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -81,24 +82,40 @@ FROZEN_NOTE = (
 )
 
 
-def _check_options(steps, batch_size, lr, max_examples) -> None:
-    problems = []
-    if steps < 1:
-        problems.append(f"--steps {steps} must be at least 1")
-    if batch_size < 1:
-        problems.append(f"--batch-size {batch_size} must be at least 1")
-    if not (lr > 0 and math.isfinite(lr)):
-        problems.append(f"--lr {lr} must be a positive number")
-    if max_examples is not None and max_examples < 2:
-        problems.append(f"--max-examples {max_examples} must be at least 2 (blocks for "
-                        "fitting and for the held-out score)")
-    if launched_distributed() or is_distributed():
-        # The held-out score pools examples across processes, and each would save the same
-        # checkpoint; the head is small enough for one process.
-        problems.append("fit-mlm-head runs in a single process: start it without torchrun or "
-                        "accelerate launch")
-    if problems:
-        raise ConfigError("; ".join(problems))
+@dataclass(frozen=True)
+class HeadFit:
+    """How the head is fitted: `steps` of AdamW on `batch_size` blocks of `max_length`
+    tokens at peak learning rate `lr`; `max_examples` caps the blocks (fitting + held-out;
+    a seeded random choice; None: all), of which at most `max_held_out` are held out.
+    `seed` fixes the new head weights, the masking (15%, 80/10/10) and the block order."""
+
+    steps: int = STEPS
+    batch_size: int = BATCH_SIZE
+    max_length: int = 128
+    lr: float = LEARNING_RATE
+    seed: int = 0
+    max_examples: int | None = MAX_BLOCKS
+    max_held_out: int = MAX_HELD_OUT
+
+    def check(self) -> None:
+        """Every bad option in one ConfigError."""
+        problems = []
+        if self.steps < 1:
+            problems.append(f"--steps {self.steps} must be at least 1")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size} must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"--lr {self.lr} must be a positive number")
+        if self.max_examples is not None and self.max_examples < 2:
+            problems.append(f"--max-examples {self.max_examples} must be at least 2 (blocks "
+                            "for fitting and for the held-out score)")
+        if launched_distributed() or is_distributed():
+            # The held-out score pools examples across processes, and each would save the
+            # same checkpoint; the head is small enough for one process.
+            problems.append("fit-mlm-head runs in a single process: start it without "
+                            "torchrun or accelerate launch")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def _load_masked_lm(model_path: str, config) -> tuple[nn.Module, list[str], list[str]]:
@@ -282,90 +299,72 @@ def _score(model, data: EncodedData, batch_size: int, progress: bool) -> dict:
     return {"recall@1": result.score, "loss": result.mean_loss}
 
 
-def fit_mlm_head(
-    model_path: str,
-    text_path: str,
-    *,
-    steps: int = STEPS,
-    batch_size: int = BATCH_SIZE,
-    max_length: int = 128,
-    lr: float = LEARNING_RATE,
-    seed: int = 0,
-    max_examples: int | None = MAX_BLOCKS,
-    device: str | torch.device | None = "auto",
-    progress: bool = False,
-    max_held_out: int = MAX_HELD_OUT,
-) -> tuple[nn.Module, object, dict]:
-    """Fit the masked-LM head of `model_path` on the frozen encoder, with masked-LM blocks of
-    the text at `text_path` (a file or a directory of .txt files); returns (model,
-    tokenizer, record). `max_examples` caps the number of blocks (fitting + held-out; a
-    seeded random choice; None: all).
-
-    The seed fixes the initialisation of the missing head weights, the masking (15%,
-    80/10/10) and the order of the blocks: runs are reproducible on a given device.
-    """
-    started = time.perf_counter()
-    _check_options(steps, batch_size, lr, max_examples)
-    task = resolve_task(f"mlm:{text_path}")  # a missing text fails before any loading
+def _masked_lm_for_fitting(model_path: str, fit: HeadFit, device: torch.device):
+    """(model with a head whose transform is initialised, newly initialised keys, unused
+    checkpoint keys, identity-initialised keys, tokenizer)."""
     config = load_config(model_path)  # missing checkpoint or unsupported family: one line
     quiet_transformers()
-    target = device if isinstance(device, torch.device) else resolve_device(device)
-    torch.manual_seed(seed)  # the newly initialised head weights
+    torch.manual_seed(fit.seed)  # the newly initialised head weights
     model, missing, unused = _load_masked_lm(model_path, config)
     identity = initialise_missing_transform(model, missing)
     if mlm_head(model) is None:
         raise UnsupportedModelError(f"{model_path}: {type(model).__name__} has no masked-LM head")
-    tokenizer = _load_tokenizer(model_path)
-    data = prepare_data(task, tokenizer, model.config, split="train", max_length=max_length,
-                        max_examples=max_examples, seed=seed)
-    train_indices, held_indices = held_out_split(len(data), max_held_out)
+    model.to(device).eval()  # eval: no dropout in the frozen encoder (the head has none)
+    return model, missing, unused, identity, _load_tokenizer(model_path)
+
+
+def fit_mlm_head(
+    model_path: str,
+    text_path: str,
+    fit: HeadFit = HeadFit(),
+    *,
+    device: str | torch.device | None = "auto",
+    progress: bool = False,
+) -> tuple[nn.Module, object, dict]:
+    """Fit the masked-LM head of `model_path` on the frozen encoder, with masked-LM blocks of
+    the text at `text_path` (a file or a directory of .txt files), as `fit` says; returns
+    (model, tokenizer, record). Runs are reproducible on a given device.
+    """
+    started = time.perf_counter()
+    fit.check()
+    task = resolve_task(f"mlm:{text_path}")  # a missing text fails before any loading
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    model, missing, unused, identity, tokenizer = _masked_lm_for_fitting(model_path, fit, target)
+    data = prepare_data(task, tokenizer, model.config, split="train", max_length=fit.max_length,
+                        max_examples=fit.max_examples, seed=fit.seed)
+    train_indices, held_indices = held_out_split(len(data), fit.max_held_out)
     train, held_out = data.select(train_indices), data.select(held_indices)
-    model.to(target).eval()  # eval: no dropout in the frozen encoder (the head has none)
     tied = decoder_tied(model)
     fitted, trainable_size, frozen_size = freeze_encoder(model)
     embeddings_before = model.get_input_embeddings().weight.detach().clone()
-    before = _score(model, held_out, batch_size, progress)
+    before = _score(model, held_out, fit.batch_size, progress)
     fit_started = time.perf_counter()
-    losses = _fit(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                  device=target, progress=progress)
+    losses = _fit(model, train, steps=fit.steps, batch_size=fit.batch_size, lr=fit.lr,
+                  seed=fit.seed, device=target, progress=progress)
     fit_seconds = time.perf_counter() - fit_started
-    after = _score(model, held_out, batch_size, progress)
+    after = _score(model, held_out, fit.batch_size, progress)
     for parameter in model.parameters():
         parameter.requires_grad_(True)  # as loaded: later users fine-tune or gate it
     if not torch.equal(model.get_input_embeddings().weight, embeddings_before):
         raise RuntimeError("the word embeddings changed while fitting the MLM head (a bug)")
-    tail = max(1, steps // 10)
+    tail = max(1, fit.steps // 10)
     record = {
-        "base_model": model_path,
-        "text": str(text_path),
-        "steps": steps,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "lr": lr,
-        "warmup": WARMUP,
-        "weight_decay": WEIGHT_DECAY,
-        "seed": seed,
-        "max_examples": max_examples,
-        "train_blocks": len(train),
+        "base_model": model_path, "text": str(text_path), "steps": fit.steps,
+        "batch_size": fit.batch_size, "max_length": fit.max_length, "lr": fit.lr,
+        "warmup": WARMUP, "weight_decay": WEIGHT_DECAY, "seed": fit.seed,
+        "max_examples": fit.max_examples, "train_blocks": len(train),
         "held_out_blocks": len(held_out),
         "held_out_masked_tokens": sum(sum(t != IGNORE_INDEX for t in row)
                                       for row in held_out.labels),
-        "missing_keys": missing,
-        "initialised_as_identity": identity,
-        "unused_checkpoint_keys": unused,
-        "fitted_parameters": fitted,
-        "trainable_parameters": trainable_size,
-        "frozen_parameters": frozen_size,
-        "encoder_frozen": True,
-        "decoder_tied_to_embeddings": tied,
-        "note": FROZEN_NOTE,
+        "missing_keys": missing, "initialised_as_identity": identity,
+        "unused_checkpoint_keys": unused, "fitted_parameters": fitted,
+        "trainable_parameters": trainable_size, "frozen_parameters": frozen_size,
+        "encoder_frozen": True, "decoder_tied_to_embeddings": tied, "note": FROZEN_NOTE,
         "held_out": {"before": before, "after": after},
         "train_loss_first_steps": sum(losses[:tail]) / tail,
         "train_loss_last_steps": sum(losses[-tail:]) / tail,
-        "fit_seconds": fit_seconds,
-        "seconds": time.perf_counter() - started,
-        "device": str(target),
-        "versions": versions(),
+        "fit_seconds": fit_seconds, "seconds": time.perf_counter() - started,
+        "device": str(target), "versions": versions(),
     }
     return model, tokenizer, record
 

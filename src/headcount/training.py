@@ -107,6 +107,52 @@ class _Indices(torch.utils.data.Dataset):
         return index
 
 
+def _optimizer(model: nn.Module, config: TrainingConfig) -> tuple[torch.optim.Optimizer, list]:
+    """AdamW over the trainable parameters, without weight decay on biases and LayerNorm
+    weights; also the trainable parameters."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() > 1]
+    no_decay = [p for p in trainable if p.dim() <= 1]  # biases and LayerNorm weights
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    return optimizer, trainable
+
+
+def _total_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
+    total = math.ceil(config.epochs * steps_per_epoch)
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def _train_steps(model, loader, optimizer, scheduler, accelerator, kind: str, total_steps: int,
+                 progress: bool) -> tuple[int, int, list[float]]:
+    """Run `total_steps` optimizer steps over epochs of `loader`; (steps, examples seen,
+    losses of the last epoch)."""
+    model.train()
+    step, seen, epoch_losses = 0, 0, []
+    bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process),
+               desc="fine-tune", unit="step")
+    while step < total_steps:
+        epoch_losses = []
+        for batch in loader:
+            loss = task_outputs(model, batch, kind).losses.mean()
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            epoch_losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+            if step >= total_steps:
+                break
+    bar.close()
+    return step, seen, epoch_losses
+
+
 def finetune(
     model: nn.Module,
     train: EncodedData,
@@ -140,21 +186,11 @@ def finetune(
         )
     set_seed(config.seed)
     frozen = freeze_lower_layers(model, config.freeze_layers)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.dim() > 1]
-    no_decay = [p for p in trainable if p.dim() <= 1]  # biases and LayerNorm weights
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-    )
+    optimizer, trainable = _optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(_Indices(len(train)), batch_size=config.batch_size, shuffle=True,
                         generator=generator, collate_fn=train.collate)
-    steps_per_epoch = len(loader)
-    total_steps = math.ceil(config.epochs * steps_per_epoch)
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = _total_steps(config, len(loader))
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -165,28 +201,10 @@ def finetune(
         # Hooks on the same parameters and on the torch optimizer inside accelerate's wrapper;
         # removed when training ends, even after an error.
         fixed = masks_fixed(accelerator.unwrap_model(model), weight_masks, optimizer)
+    started = time.perf_counter()
     with fixed:
-        model.train()
-        step, seen, epoch_losses = 0, 0, []
-        started = time.perf_counter()
-        bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process),
-                   desc="fine-tune", unit="step")
-        while step < total_steps:
-            epoch_losses = []
-            for batch in loader:
-                loss = task_outputs(model, batch, train.kind).losses.mean()
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                seen += batch["input_ids"].shape[0] * accelerator.num_processes
-                epoch_losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
-                if step >= total_steps:
-                    break
-        bar.close()
+        step, seen, epoch_losses = _train_steps(model, loader, optimizer, scheduler,
+                                                accelerator, train.kind, total_steps, progress)
     seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(model)
     model.eval()

@@ -11,12 +11,12 @@ from __future__ import annotations
 def _fit_mlm_head(args) -> None:
     from headcount.cli.app import _progress
     from headcount.jobs.mlm import fit_mlm_head_job
+    from headcount.mlm_head import HeadFit
 
-    record = fit_mlm_head_job(
-        args.model, args.text, args.out, steps=args.steps, batch_size=args.batch_size,
-        max_length=args.max_length, lr=args.lr, seed=args.seed, max_examples=args.max_examples,
-        device=args.device, progress=_progress(args),
-    )
+    fit = HeadFit(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                  lr=args.lr, seed=args.seed, max_examples=args.max_examples)
+    record = fit_mlm_head_job(args.model, args.text, args.out, fit, device=args.device,
+                              progress=_progress(args))
     before, after = record["held_out"]["before"], record["held_out"]["after"]
     print(f"held-out recall@1 {before['recall@1']:.4f} -> {after['recall@1']:.4f} "
           f"(loss {before['loss']:.3f} -> {after['loss']:.3f}, "

@@ -150,14 +150,14 @@ def mlm_checkpoint(run: Run, model: ModelSpec) -> str:
     output = run.path("mlm-head", model.name)
     with run.unit(f"fit MLM head of {model.name}", output) as todo:
         if todo:
-            from headcount.mlm_head import fit_mlm_head, save_fitted_head
+            from headcount.mlm_head import HeadFit, fit_mlm_head, save_fitted_head
 
             config = run.config
+            fit = HeadFit(steps=config.pretrain.fit_steps, max_length=config.pretrain.max_length,
+                          seed=config.seeds[0])
             fitted, tokenizer, record = fit_mlm_head(
-                model.path, config.pretrain.text.removeprefix("mlm:"),
-                steps=config.pretrain.fit_steps, max_length=config.pretrain.max_length,
-                seed=config.seeds[0], device=config.device, progress=run.progress,
-            )
+                model.path, config.pretrain.text.removeprefix("mlm:"), fit,
+                device=config.device, progress=run.progress)
             save_fitted_head(fitted, tokenizer, record, output)
     return str(output)
 
