@@ -20,6 +20,7 @@ LAYER_ORDERS = ("top", "bottom", "middle", "avoid-middle", "consecutive", "non-a
 ORDERS = ("importance", "random", *LAYER_ORDERS)
 SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")  # of weight-magnitude pruning
+PROBLEMS = ("classification", "regression")  # what a new task head predicts
 DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from torch import nn
 from headcount.arch import family_of
 from headcount.checkpoints import is_pruned_config, load_pruned
 from headcount.errors import HeadcountError, UnsupportedModelError
+from headcount.labels import LabelScheme
 from headcount.tasks.registry import MLM
 
 # Any of these in a checkpoint directory means it carries a tokenizer.
@@ -121,6 +123,7 @@ def load_model(
     kind: str,
     *,
     num_labels: int | None = None,
+    labels: LabelScheme | Callable[[], LabelScheme | None] | None = None,
     device: str | torch.device | None = None,
     attn_implementation: str | None = None,
 ) -> LoadedModel:
@@ -128,8 +131,11 @@ def load_model(
     head, or the checkpoint's own head (`kind="checkpoint"`), and its tokenizer. Physically
     pruned checkpoints (see `save_pruned`) load too.
 
-    A checkpoint without a classifier gets a new random head (a warning says so), sized
-    `num_labels` when given. A checkpoint without an MLM head is refused for masked LM.
+    A checkpoint without a classifier gets a new random head (a warning says so), built for
+    `labels` (its classes, named in the config, or one regression output; a function giving
+    them is called only when the head is new) or sized
+    `num_labels` when given. A checkpoint with a trained head keeps it (and its labels).
+    A checkpoint without an MLM head is refused for masked LM.
 
     Example:
         >>> loaded = load_model("roberta-large", "mlm")
@@ -151,8 +157,8 @@ def load_model(
             f"{name_or_path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
         )
     try:
-        model, new_head = _load_with_head(source, name_or_path, kind, config, num_labels,
-                                          options)
+        model, new_head = _load_with_head(source, name_or_path, kind, config,
+                                          _new_head_config(labels, num_labels), options)
     except OSError as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise HeadcountError(f"could not load the weights of {name_or_path}: {first_line}") \
@@ -195,7 +201,20 @@ def _from_checkpoint(model_class, source, config, options, **overrides):
     return model, head_keys(info["missing_keys"], model)
 
 
-def _load_with_head(source, name_or_path, kind, config, num_labels, options):
+def _new_head_config(labels, num_labels: int | None) -> Callable[[], dict]:
+    """The config fields of a new task head, computed only when one is needed."""
+    def overrides() -> dict:
+        scheme = labels() if callable(labels) else labels
+        if scheme is not None:
+            return scheme.config_overrides()
+        return {} if num_labels is None else {"num_labels": num_labels}
+
+    return overrides
+
+
+def _load_with_head(source, name_or_path, kind, config, new_head_config, options):
+    """(model, whether its task head is new); a new head is rebuilt with the config fields
+    `new_head_config()` gives where they differ from what was loaded."""
     model_class = model_class_for(kind, config)
     model, missing = _from_checkpoint(model_class, source, config, options)
     if kind == MLM:
@@ -207,8 +226,9 @@ def _load_with_head(source, name_or_path, kind, config, num_labels, options):
             )
         return model, False
     new_head = bool(missing) and kind != CHECKPOINT_HEAD
-    if new_head and num_labels is not None and num_labels != model.config.num_labels:
-        model, _ = _from_checkpoint(model_class, source, config, options, num_labels=num_labels)
+    overrides = new_head_config() if new_head else {}
+    if any(getattr(model.config, key, None) != value for key, value in overrides.items()):
+        model, _ = _from_checkpoint(model_class, source, config, options, **overrides)
     if new_head:
         warnings.warn(
             f"{name_or_path} has no trained classification head: a random one with "

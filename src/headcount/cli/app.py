@@ -9,7 +9,7 @@ import argparse
 import sys
 import warnings
 
-from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS
+from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS, PROBLEMS
 from headcount.distributed import init_from_launcher, is_main_process
 from headcount.errors import HeadcountError
 
@@ -50,8 +50,24 @@ def add_data_flags(parser: argparse.ArgumentParser, *, default_split: str) -> No
     parser.add_argument("--text-column", help="file: tasks: column of the text")
     parser.add_argument("--text-pair-column", help="file: tasks: column of the second text")
     parser.add_argument("--label-column", help="file: tasks: column of the label")
+    parser.add_argument("--labels", type=_label_list,
+                        help="file:/dir: tasks, a checkpoint without a trained head: its "
+                             "classes in this order, e.g. neg,neutral,pos (default: the "
+                             "training labels, numbers in numeric order, strings sorted)")
+    parser.add_argument("--problem", choices=PROBLEMS,
+                        help="file:/dir: tasks, a checkpoint without a trained head: "
+                             "classification or regression (default: regression when the "
+                             "labels are numbers that are not all whole)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _label_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) < 2 or not all(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give two or more class names separated by commas, e.g. neg,neutral,pos")
+    return names
 
 
 def data_options(args):
@@ -62,6 +78,7 @@ def data_options(args):
         max_examples=args.max_examples, fraction=args.fraction, batch_size=args.batch_size,
         max_length=args.max_length, seed=args.seed, text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column,
+        labels=args.labels, problem=args.problem,
     )
 
 

@@ -11,6 +11,7 @@ from headcount.data import EncodedData, prepare_data
 from headcount.distributed import rank_and_world
 from headcount.errors import ConfigError
 from headcount.evaluation import Evaluation, evaluate
+from headcount.labels import LabelScheme, label_scheme
 from headcount.models import LoadedModel, load_model
 from headcount.tasks.registry import Task, resolve_task
 
@@ -30,6 +31,10 @@ class DataOptions:
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    # A new head (checkpoint without a trained one) on file:/dir: data: its classes in this
+    # order, and classification or regression instead of detecting it from the labels.
+    labels: tuple[str, ...] | None = None
+    problem: str | None = None
 
     def resolve(self) -> Task:
         if self.batch_size < 1:
@@ -40,13 +45,30 @@ class DataOptions:
         )
 
 
-def load_for_task(model: str, task: Task, *, device=None, seed: int = 0) -> LoadedModel:
+def head_labels(task: Task, options: DataOptions) -> LabelScheme | None:
+    """What a new head for `task` predicts (see `headcount.labels.label_scheme`): for file:
+    and dir: tasks decided by the labels of `options.split`; None for masked LM."""
+    if task.is_mlm:
+        if options.labels or options.problem:
+            raise ConfigError(f"--labels and --problem are for classification and regression "
+                              f"tasks, not {task.name}")
+        return None
+    raw = [] if task.kind is not None else [example.label for example in
+                                            task.load(options.split)]
+    return label_scheme(task, raw, labels=options.labels, problem=options.problem)
+
+
+def load_for_task(model: str, task: Task, *, device=None, seed: int = 0,
+                  options: DataOptions | None = None) -> LoadedModel:
+    """`model` with a head for `task`: its own trained one, or a new seeded random one built
+    for the task's labels (with `options`, those of its split; see `head_labels`)."""
+    labels = None if options is None else (lambda: head_labels(task, options))
     num_labels = (len(task.label_names) or task.num_classes
                   or (1 if task.kind == "regression" else None))
     # A checkpoint without a task head gets a random one: seed it so runs are reproducible.
     torch.manual_seed(seed)
     return load_model(model, task.kind or "classification", num_labels=num_labels,
-                      device=device)
+                      labels=labels, device=device)
 
 
 def prepare_for(loaded: LoadedModel, task: Task, options: DataOptions) -> EncodedData:
@@ -108,5 +130,5 @@ def prepare_task(model: str, options: DataOptions, *, device=None) -> PreparedTa
         >>> prepared.evaluate().main
     """
     task = options.resolve()
-    loaded = load_for_task(model, task, device=device, seed=options.seed)
+    loaded = load_for_task(model, task, device=device, seed=options.seed, options=options)
     return PreparedTask(task, loaded, prepare_for(loaded, task, options), options)

@@ -96,7 +96,8 @@ def finetune_job(
     with warnings.catch_warnings():
         # A pre-trained checkpoint has no task head yet: training one is the point here.
         warnings.filterwarnings("ignore", ".*no trained classification head", UserWarning)
-        loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed)
+        loaded = load_for_task(model, task, device=accelerator.device, seed=config.seed,
+                               options=options)
     from headcount.weight_pruning import masks_from_zeros, recorded_pruning, sparsity_report
 
     # A checkpoint of `headcount weights-prune`: fine-tune it with its zeros held at 0.
