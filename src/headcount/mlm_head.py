@@ -58,6 +58,7 @@ from headcount.models import (
     TOKENIZER_FILES,
     head_keys,
     load_config,
+    local_source,
     quiet_transformers,
     resolve_device,
 )
@@ -124,8 +125,7 @@ def _load_masked_lm(model_path: str, config) -> tuple[nn.Module, list[str], list
     frozen usefully."""
     from transformers import AutoModelForMaskedLM
 
-    source = str(Path(model_path).expanduser()) if Path(model_path).expanduser().exists() \
-        else model_path
+    source = local_source(model_path)
     try:
         if is_pruned_config(config):
             model, missing = load_pruned(source, AutoModelForMaskedLM,
@@ -151,13 +151,14 @@ def _load_masked_lm(model_path: str, config) -> tuple[nn.Module, list[str], list
 def _load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
-    path = Path(model_path).expanduser()
+    source = local_source(model_path)
+    path = Path(source)
     if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
         raise HeadcountError(
             f"{model_path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
         )
     try:
-        return AutoTokenizer.from_pretrained(str(path) if path.exists() else model_path)
+        return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as error:
         raise HeadcountError(f"could not load the tokenizer of {model_path}: {error}") from None
 

@@ -67,8 +67,9 @@ LOCAL_COPIES = {
 
 
 def local_source(name_or_path: str) -> str:
-    """A local directory for `name_or_path`: itself if it exists, an installed package's
-    copy of a known hub model, or else the name unchanged (for the hub)."""
+    """Where the weights of `name_or_path` are read from; every loader goes through it: the
+    path itself if it exists (with ~ expanded), an installed package's copy of a known hub
+    model (so configs naming it run offline), or else the name unchanged (for the hub)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         return str(path)
