@@ -1,9 +1,9 @@
-"""`headcount study CONFIG.toml`: the whole study of the reference paper, resumable.
+"""The run directory of a study and the resumable units that fill it.
 
-For every model, task and seed: fine-tune; importance on the downstream task and on masked
-LM; pruning curves for each normalisation (downstream and masked LM); then recall,
-attention/feature drift, importance-drift correlation, the freezing experiment and pruned
-fine-tuning before/after; finally tidy tables, figures and a report.
+`Run` is the directory; `UnitContext` names one model, seed and task of it (what every unit
+is about); the option builders say which examples each kind of unit uses; `finetune_unit`,
+`importance_unit`, `curve_unit` and `evaluation_unit` are the units that the reference and
+companion studies are made of.
 
 Every finished unit (a fine-tuned checkpoint, an importance estimate, each curve point) is
 written atomically as soon as it is done, under RUN_DIR/units/. Running the same command
@@ -20,9 +20,10 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,7 +31,12 @@ from headcount.errors import HeadcountError
 from headcount.io import read_json_record, versions, write_atomic, write_json
 from headcount.study.config import ModelSpec, StudyConfig, TaskSpec
 
+if TYPE_CHECKING:
+    from headcount.jobs.prepared import DataOptions
+    from headcount.training import TrainingConfig
+
 STATE_FILE = "study.json"
+MLM = "mlm"  # the task name of the masked-LM (pre-train) task in paths and tables
 
 
 class Run:
@@ -122,10 +128,58 @@ def environment(device: torch.device) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- the units
+# --------------------------------------------------------------------------- what a unit is about
 
 
-def _options(task: TaskSpec, **overrides):
+@dataclass(frozen=True)
+class UnitContext:
+    """One model and seed of a run, on one downstream task (None: the masked-LM task)."""
+
+    run: Run
+    model: ModelSpec
+    seed: int
+    task: TaskSpec | None = None
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.run.config
+
+    @property
+    def task_name(self) -> str:
+        return MLM if self.task is None else self.task.name
+
+    @property
+    def title(self) -> str:
+        """How progress messages name the model on the task."""
+        return f"{self.model.name} {'masked LM' if self.task is None else self.task.name}"
+
+    @property
+    def key(self) -> dict:
+        """The columns every row of this model, task and seed starts with."""
+        return {"model": self.model.name, "task": self.task_name, "seed": self.seed}
+
+    def on(self, task: TaskSpec) -> UnitContext:
+        return replace(self, task=task)
+
+    def output(self, kind: str, *parts: str, name: str | None = None) -> Path:
+        """units/KIND/MODEL/TASK/PARTS.../seed-S.json (or NAME)."""
+        return self.run.path(kind, self.model.name, self.task_name, *parts,
+                             name or f"seed-{self.seed}.json")
+
+
+def relative(value: float, full: float) -> float | None:
+    """`value` as a share of the unpruned (or fully fine-tuned) model's `full`."""
+    return value / full if full else None
+
+
+def ratio_text(ratio: float) -> str:
+    return f"{ratio:g}"
+
+
+# --------------------------------------------------------------------------- which examples
+
+
+def task_options(task: TaskSpec, **overrides) -> DataOptions:
     from headcount.jobs.prepared import DataOptions
 
     base = DataOptions(task=task.task, data_dir=task.data_dir, text_column=task.text_column,
@@ -134,12 +188,77 @@ def _options(task: TaskSpec, **overrides):
     return replace(base, **overrides)
 
 
-def _mlm_options(config: StudyConfig, **overrides):
+def mlm_options(config: StudyConfig, **overrides) -> DataOptions:
     from headcount.jobs.prepared import DataOptions
 
     text = config.pretrain.text
     spec = text if text.startswith("mlm:") else f"mlm:{text}"
     return replace(DataOptions(task=spec, max_length=config.pretrain.max_length), **overrides)
+
+
+def train_options(ctx: UnitContext) -> DataOptions:
+    """The fine-tuning examples of the context's task."""
+    spec = ctx.config.finetune
+    return task_options(ctx.task, split=ctx.task.train_split, fraction=spec.train_fraction,
+                        max_examples=spec.train_max_examples, seed=ctx.seed,
+                        batch_size=spec.batch_size, max_length=spec.max_length)
+
+
+def training_config(ctx: UnitContext, freeze_layers: int = 0) -> TrainingConfig:
+    from headcount.training import TrainingConfig
+
+    spec = ctx.config.finetune
+    return TrainingConfig(epochs=spec.epochs, learning_rate=spec.lr, batch_size=spec.batch_size,
+                          warmup=spec.warmup, weight_decay=spec.weight_decay,
+                          max_steps=spec.max_steps, freeze_layers=freeze_layers, seed=ctx.seed)
+
+
+def importance_options(ctx: UnitContext, *caps: int | None) -> DataOptions:
+    """The examples importance is estimated on ([importance] for a task, [pretrain] for the
+    masked LM), at most the smallest of its max_examples and `caps` (None: no cap)."""
+    config = ctx.config
+    imp = config.importance
+    if ctx.task is None:
+        cap = _smallest(config.pretrain.importance_max_examples, *caps)
+        return mlm_options(config, split="train", fraction=config.pretrain.importance_fraction,
+                           max_examples=cap, seed=ctx.seed, batch_size=imp.batch_size)
+    return task_options(ctx.task, split=imp.split, fraction=imp.fraction,
+                        max_examples=_smallest(imp.max_examples, *caps), seed=ctx.seed,
+                        batch_size=imp.batch_size, max_length=config.finetune.max_length)
+
+
+def curve_options(ctx: UnitContext) -> DataOptions:
+    """The examples pruning curves (and sparsity sweeps) are evaluated on."""
+    config = ctx.config
+    prune = config.pruning
+    if ctx.task is None:
+        return mlm_options(config, fraction=config.pretrain.curve_fraction,
+                           max_examples=config.pretrain.curve_max_examples, seed=ctx.seed,
+                           batch_size=prune.batch_size)
+    return task_options(ctx.task, split=prune.split, fraction=prune.fraction,
+                        max_examples=prune.max_examples, seed=ctx.seed,
+                        batch_size=prune.batch_size, max_length=config.finetune.max_length)
+
+
+def _smallest(*caps: int | None) -> int | None:
+    return min((n for n in caps if n is not None), default=None)
+
+
+# --------------------------------------------------------------------------- the units
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """The fine-tuned checkpoint of a context, its metrics record and its importance on the
+    task: what the units after fine-tuning start from."""
+
+    checkpoint: str
+    record: dict
+    scores: dict
+
+    @property
+    def main_value(self) -> float:
+        return self.record["metrics"][self.record["main_metric"]]
 
 
 def mlm_checkpoint(run: Run, model: ModelSpec) -> str:
@@ -162,27 +281,22 @@ def mlm_checkpoint(run: Run, model: ModelSpec) -> str:
     return str(output)
 
 
-def finetune_unit(run: Run, model: ModelSpec, task: TaskSpec, seed: int) -> Path:
+def finetune_unit(ctx: UnitContext) -> Path:
+    """The context's model fine-tuned on its task: a checkpoint folder with metrics.json."""
     from headcount.jobs.train import finetune_job
-    from headcount.training import TrainingConfig
 
-    spec = run.config.finetune
-    output = run.path("finetune", model.name, task.name, f"seed-{seed}")
-    with run.unit(f"fine-tune {model.name} on {task.name} (seed {seed})", output) as todo:
+    run = ctx.run
+    output = run.path("finetune", ctx.model.name, ctx.task_name, f"seed-{ctx.seed}")
+    with run.unit(f"fine-tune {ctx.model.name} on {ctx.task_name} (seed {ctx.seed})",
+                  output) as todo:
         if todo:
-            config = TrainingConfig(epochs=spec.epochs, learning_rate=spec.lr,
-                                    batch_size=spec.batch_size, warmup=spec.warmup,
-                                    weight_decay=spec.weight_decay, max_steps=spec.max_steps,
-                                    seed=seed)
-            options = _options(task, split=task.train_split, fraction=spec.train_fraction,
-                               max_examples=spec.train_max_examples, seed=seed,
-                               batch_size=spec.batch_size, max_length=spec.max_length)
-            finetune_job(model.path, options, config, str(output), eval_split=task.eval_split,
-                         device=run.config.device, progress=run.progress)
+            finetune_job(ctx.model.path, train_options(ctx), training_config(ctx), str(output),
+                         eval_split=ctx.task.eval_split, device=run.config.device,
+                         progress=run.progress)
     return output
 
 
-def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path,
+def importance_unit(run: Run, label: str, checkpoint: str, options: DataOptions, output: Path,
                     estimator: str = "gradient") -> dict:
     """Raw importance by `estimator`, with the unit's wall time including loading (what
     choosing the estimator costs)."""
@@ -198,12 +312,11 @@ def importance_unit(run: Run, label: str, checkpoint: str, options, output: Path
     return read_json_record(output, "importance record")
 
 
-def curve_unit(run: Run, label: str, checkpoint: str, options, scores: dict, normalize: str,
+def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, normalize: str,
                output: Path, meta: dict) -> list[dict]:
-    """A pruning curve whose every point is saved as soon as it is evaluated."""
-    from headcount.evaluation import evaluate
-    from headcount.jobs.prepared import load_for_task, prepare_for
-    from headcount.jobs.prune import curve_rows
+    """A pruning curve on the context's curve examples whose every point is saved as soon as
+    it is evaluated."""
+    from headcount.jobs.prepared import prepare_task
     from headcount.pruning import (
         CurveSettings,
         Ranking,
@@ -212,44 +325,38 @@ def curve_unit(run: Run, label: str, checkpoint: str, options, scores: dict, nor
         pruning_curve,
         step_ratios,
     )
+    from headcount.records import curve_rows
 
+    run = ctx.run
     spec = run.config.pruning
     ratios = step_ratios(spec.step)
     saved = json.loads(output.read_text()) if output.exists() else {"points": []}
     completed = [point_from_record(p) for p in saved["points"]]
-    if len(completed) < len(ratios):
-        run.log(f"curve: {label} ({len(completed)}/{len(ratios)} points done) ...")
-        task = options.resolve()
-        loaded = load_for_task(checkpoint, task, device=run.config.device, seed=options.seed)
-        data = prepare_for(loaded, task, options)
-        records = [point_record(p) for p in completed]
-
-        def save(point):
-            records.append(point_record(point))
-            write_json(output, {"meta": meta, "points": records})
-
-        pruning_curve(
-            loaded.model,
-            lambda m: evaluate(m, data.batches(options.batch_size), data.kind, task.metric),
-            Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
-            CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
-            completed=completed, on_point=save,
-        )
-        completed = [point_from_record(p)
-                     for p in json.loads(output.read_text())["points"]]
-        run.counts["done"] += 1
-    else:
+    if len(completed) >= len(ratios):
         run.counts["skipped"] += 1
-    return curve_rows(completed, meta)
+        return curve_rows(completed, meta)
+    run.log(f"curve: {label} ({len(completed)}/{len(ratios)} points done) ...")
+    prepared = prepare_task(checkpoint, curve_options(ctx), device=run.config.device)
+    records = [point_record(p) for p in completed]
+
+    def save(point):
+        records.append(point_record(point))
+        write_json(output, {"meta": meta, "points": records})
+
+    pruning_curve(
+        prepared.model, prepared.evaluate,
+        Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
+        CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
+        completed=completed, on_point=save,
+    )
+    run.counts["done"] += 1
+    return curve_rows([point_from_record(p) for p in json.loads(output.read_text())["points"]],
+                      meta)
 
 
 def evaluation_unit(run: Run, label: str, output: Path, compute) -> dict:
+    """The record `compute()` returns, computed once and saved at `output`."""
     with run.unit(label, output) as todo:
         if todo:
             write_json(output, compute())
     return read_json_record(output, "result")
-
-
-# --------------------------------------------------------------------------- the study
-
-

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import REPO
 
 from headcount.errors import ConfigError
 from headcount.study.config import parse_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 MINIMAL = """
 [study]
