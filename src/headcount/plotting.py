@@ -150,7 +150,7 @@ def plot_recall(curves: dict[str, list[dict]], ax=None):
         x = [float(r["x"]) for r in rows]
         mean = [float(r["recall_mean"]) for r in rows]
         std = [float(r["recall_std"]) for r in rows]
-        colour = _TASK_COLOURS[index % len(_TASK_COLOURS)]
+        colour = TASK_COLOURS[index % len(TASK_COLOURS)]
         ax.plot(x, mean, color=colour, label=label)
         ax.fill_between(x, [m - s for m, s in zip(mean, std, strict=True)],
                         [m + s for m, s in zip(mean, std, strict=True)],
@@ -209,8 +209,8 @@ def _save_figure(figure, out: Path) -> Path:
     return out
 
 
-_TASK_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                 "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+TASK_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 def plot_drift(records: list[dict], ax=None, *, title: str | None = None):
@@ -234,7 +234,7 @@ def plot_drift(records: list[dict], ax=None, *, title: str | None = None):
         task = record["task"]
         label = None
         if task not in colours:
-            colours[task] = _TASK_COLOURS[len(colours) % len(_TASK_COLOURS)]
+            colours[task] = TASK_COLOURS[len(colours) % len(TASK_COLOURS)]
             label = task + (f" ({runs[task]} runs)" if runs[task] > 1 else "")
         colour = colours[task]
         layers = list(range(1, len(record["js_layer_mean"]) + 1))
@@ -306,7 +306,7 @@ def plot_correlation(records: list[dict], ax=None, *, title: str | None = None):
     drift_tasks = sorted({str(record.get("drift_task")) for record in records})
     tasks = [record.get("scores_task") for record in records]
     for index, record in enumerate(records):
-        colour = _TASK_COLOURS[index % len(_TASK_COLOURS)]
+        colour = TASK_COLOURS[index % len(TASK_COLOURS)]
         xs, ys = record["points"]["importance"], record["points"]["js"]
         label = f"importance on {record.get('scores_task')}"
         if tasks.count(record.get("scores_task")) > 1:  # tell same-task files apart
@@ -437,7 +437,7 @@ def plot_drift_layers(rows: list[dict], axes=None, *, title: str | None = None):
                 [p[name] for p in points if p[name] is not None])
 
     for index, (task, points) in enumerate(means.items()):
-        colour = _TASK_COLOURS[index % len(_TASK_COLOURS)]
+        colour = TASK_COLOURS[index % len(TASK_COLOURS)]
         seeds = max((p["seeds"] for p in points), default=0)
         label = mpl_text(task) + f" ({seeds} seed{'s' if seeds != 1 else ''})"
         top.plot(*series(points, "js_mean"), color=colour, linestyle="-", marker=".",
@@ -465,7 +465,7 @@ def plot_grouped_bars(groups: list[str], series: dict[str, list[tuple[float, flo
     width = 0.8 / len(series)
     tops = [0.0]
     for index, (name, values) in enumerate(series.items()):
-        colour = (colours or {}).get(name, _TASK_COLOURS[index % len(_TASK_COLOURS)])
+        colour = (colours or {}).get(name, TASK_COLOURS[index % len(TASK_COLOURS)])
         offset = (index - (len(series) - 1) / 2) * width
         xs, heights, errors = [], [], []
         for position, value in enumerate(values):
@@ -493,7 +493,7 @@ def plot_grouped_bars(groups: list[str], series: dict[str, list[tuple[float, flo
     return ax
 
 
-_SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 
 def plot_importance_js(points: dict[str, tuple[list[float], list[float]]],
@@ -516,7 +516,7 @@ def plot_importance_js(points: dict[str, tuple[list[float], list[float]]],
     shades = np.linspace(1.0, 0.55, num=max(len(points), 1))
     for index, (seed, (xs, ys)) in enumerate(points.items()):
         rgb = tuple(channel * shades[index] for channel in to_rgb(colour))
-        marker = _SEED_MARKERS[index % len(_SEED_MARKERS)]
+        marker = SEED_MARKERS[index % len(SEED_MARKERS)]
         fit = dict((fits or {}).get(seed) or {})
         if fit.get("slope") is None or fit.get("intercept") is None:
             fit.pop("slope", None)

@@ -20,13 +20,10 @@ Means and standard deviations are over seeds (population standard deviation, as 
 downstream performance (Figure 1), 75% of the masked-LM performance (the paper's guideline,
 Figure 3) and recall 90%.
 
-The stage is split over modules: `headcount.report.format` (thresholds, colours, helpers on
-table values), `headcount.report.findings` (pruning curves over seeds, headline findings),
-`headcount.report.figures` (the figures and their saving), `headcount.report.render` (the
-document: `Section`, `Block`, `Table`, rendered as Markdown and HTML),
-`headcount.report.sections` (the sections on the reference study) and
-`headcount.report.companion` (the sections and findings of the companion studies). This
-module assembles them and re-exports their public names.
+This module puts together the parts that the package's other modules make: the sections and
+findings of the reference study (`sections`, `findings`) and of the companion studies
+(`companion`), the closing sections (`appendix`), and the document (`render`); it
+re-exports their public names.
 """
 
 from __future__ import annotations
@@ -37,8 +34,11 @@ from functools import partial
 from pathlib import Path
 
 from headcount.io import write_atomic
+from headcount.report import appendix, findings, sections
+from headcount.report.aggregate import CurveGroup, CurvePoint, curve_groups
+from headcount.report.canvas import FigureSaver
+from headcount.report.companion import estimators, finetune, orders, sparsity
 from headcount.report.figures import (
-    _Figures,
     correlation_points,
     figure_correlation,
     figure_curves,
@@ -47,27 +47,8 @@ from headcount.report.figures import (
     figure_pruned_finetune,
     figure_recall,
 )
-from headcount.report.findings import (
-    CurveGroup,
-    CurvePoint,
-    _findings,
-    curve_groups,
-    headline_findings,
-)
-from headcount.report.format import _clean, _text
-from headcount.report.render import Block, Section, Table, _md, render_html, render_markdown
-from headcount.report.sections import (
-    _config_section,
-    _correlation_section,
-    _curves_section,
-    _drift_section,
-    _environment_section,
-    _finetune_section,
-    _freezing_section,
-    _pruned_finetune_section,
-    _recall_section,
-    _tables_section,
-)
+from headcount.report.format import as_text, clean_tables
+from headcount.report.render import Block, Section, Table, render_html, render_markdown
 
 __all__ = [
     "Block", "CurveGroup", "CurvePoint", "Section", "Table", "build_sections",
@@ -76,30 +57,41 @@ __all__ = [
     "headline_findings", "render_html", "render_markdown", "write_report",
 ]
 
+# The companion studies, in report order (after the reference study's sections).
+COMPANIONS = (orders, finetune, estimators, sparsity)
+# Every headline finding and every analysis section, in report order.
+FINDERS = (*findings.FINDINGS, *(companion.FINDER for companion in COMPANIONS))
+SECTIONS = (*sections.SECTIONS, *(companion.SECTION for companion in COMPANIONS))
 
-def build_sections(run_dir: Path, tables: dict, meta: dict, figures: _Figures) -> list[Section]:
+
+def headline_findings(tables: dict[str, list[dict]]) -> list[str]:
+    """Sentences with the study's main numbers, computed from `tables`; a finding whose
+    table is missing or empty is left out (one that fails is left out with a warning).
+
+    Example:
+        >>> headline_findings({})
+        []
+    """
+    problems: list[str] = []
+    found = [sentence for _, sentence in findings.collect_findings(clean_tables(tables),
+                                                                   problems, FINDERS)]
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    return found
+
+
+def build_sections(run_dir: Path, tables: dict, meta: dict,
+                   figures: FigureSaver) -> list[Section]:
     """The report's sections, in order; one that fails is left out and noted."""
-    from headcount.report.companion import SECTIONS
-
     builders: list[tuple[str, Callable[[], Section | None]]] = [
-        ("pruning curves (downstream)",
-         lambda: _curves_section(tables, run_dir, figures, "downstream")),
-        ("pruning curves (masked LM)",
-         lambda: _curves_section(tables, run_dir, figures, "pretrain")),
-        ("recall", lambda: _recall_section(tables, run_dir, figures)),
-        ("drift", lambda: _drift_section(tables, run_dir, figures)),
-        ("correlation", lambda: _correlation_section(tables, run_dir, figures)),
-        ("freezing", lambda: _freezing_section(tables, run_dir, figures)),
-        ("pruned fine-tuning", lambda: _pruned_finetune_section(tables, run_dir, figures)),
         *((what, partial(build, tables, run_dir, figures)) for what, build in SECTIONS),
-        ("fine-tuned models", lambda: _finetune_section(tables, run_dir)),
-        ("configuration", lambda: _config_section(meta)),
-        ("environment", lambda: _environment_section(meta)),
-        ("notes", lambda: Section("notes", "Notes", bullets=[
-            str(note) for note in meta.get("notes")]) if meta.get("notes") else None),
-        ("tables", lambda: _tables_section(tables, run_dir)),
+        ("fine-tuned models", partial(appendix.finetune_section, tables, run_dir)),
+        ("configuration", partial(appendix.config_section, meta)),
+        ("environment", partial(appendix.environment_section, meta)),
+        ("notes", partial(appendix.notes_section, meta)),
+        ("tables", partial(appendix.tables_section, tables, run_dir)),
     ]
-    sections = []
+    built = []
     for what, build in builders:
         try:
             section = build()
@@ -108,8 +100,17 @@ def build_sections(run_dir: Path, tables: dict, meta: dict, figures: _Figures) -
                                     f"{type(error).__name__}: {error}")
             continue
         if section is not None:
-            sections.append(section)
-    return sections
+            built.append(section)
+    return built
+
+
+def _subtitle(environment: dict) -> str:
+    """When the run finished, on what device, and what it reproduces."""
+    return " · ".join(part for part in (
+        f"finished {environment['finished']}" if environment.get("finished") else "",
+        as_text(environment.get("device")) if environment.get("device") else "",
+        "reproducing Chiang & Chen, “Why Can You Lay Off Heads? Investigating How BERT Heads "
+        "Transfer”") if part)
 
 
 def write_report(run_dir: str | Path, tables: dict[str, list[dict]],
@@ -120,26 +121,18 @@ def write_report(run_dir: str | Path, tables: dict[str, list[dict]],
     warned about), so that one bad table does not cost the report of a whole study."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tables = _clean(tables)
+    tables = clean_tables(tables)
     meta = meta or {}
     problems: list[str] = []
-    findings = _findings(tables, problems)
-    figures = _Figures(run_dir, problems)
-    sections = build_sections(run_dir, tables, meta, figures)
+    found = findings.collect_findings(tables, problems, FINDERS)
+    figures = FigureSaver(run_dir, problems)
+    built = build_sections(run_dir, tables, meta, figures)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
-    name = str(meta.get("name") or run_dir.name)
-    title = f"headcount study: {name}"
-    environment = meta.get("environment") or {}
-    subtitle = " · ".join(part for part in (
-        f"finished {environment['finished']}" if environment.get("finished") else "",
-        _text(environment.get("device")) if environment.get("device") else "",
-        "reproducing Chiang & Chen, “Why Can You Lay Off Heads? Investigating How BERT Heads "
-        "Transfer”") if part)
-    markdown = render_markdown(title, findings, sections, problems)
-    if subtitle:
-        markdown = markdown.replace("\n", f"\n\n{_md(subtitle)}\n", 1)
-    md_path = write_atomic(run_dir / "report.md", markdown)
+    title = f"headcount study: {str(meta.get('name') or run_dir.name)}"
+    subtitle = _subtitle(meta.get("environment") or {})
+    md_path = write_atomic(run_dir / "report.md",
+                           render_markdown(title, found, built, problems, subtitle))
     html_path = write_atomic(run_dir / "report.html",
-                             render_html(title, findings, sections, problems, subtitle))
+                             render_html(title, found, built, problems, subtitle))
     return {"html": html_path, "markdown": md_path, "figures": list(figures.saved)}

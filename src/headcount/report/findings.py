@@ -1,18 +1,27 @@
-"""Pruning curves averaged over seeds (`curve_groups`) and the headline findings of the
-report (`headline_findings`): sentences whose numbers are computed from the study's tables.
+"""The headline findings of the reference study: sentences whose numbers are computed from
+the study's tables, one finder per analysis (`FINDINGS`), collected in report order by
+`collect_findings` (which also collects the companion studies' finders it is given).
 
 Example:
-    >>> headline_findings({})
+    >>> collect_findings({}, [], FINDINGS)
     []
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from headcount.plotting import drift_layer_means
+from headcount.report.aggregate import (
+    CurveGroup,
+    correlation_summary,
+    curve_groups,
+    recall_points,
+    recall_reached,
+    recall_seeds,
+    stage_order,
+)
 from headcount.report.format import (
     IMPORTANCE_KINDS,
     MLM_RETAIN,
@@ -20,164 +29,51 @@ from headcount.report.format import (
     PAPER_MAX_ABS_R,
     RECALL_TARGET,
     RETAIN,
-    STAGES,
-    _clean,
-    _fmt,
-    _fmt_sig,
-    _group,
-    _is_main,
-    _mean,
-    _models,
-    _num,
-    _of_model,
-    _pct,
-    _pick_normalization,
-    _rows,
-    _seed_count,
-    _seeds_text,
-    _stats,
-    _text,
-    _unique,
+    as_number,
+    as_text,
+    fmt,
+    fmt_sig,
+    group_rows,
+    mean_of,
+    mean_std_count,
+    models_in,
+    pct,
+    pick_normalization,
+    rows_of_model,
+    seed_count,
+    seeds_text,
+    table_rows,
+    unique,
 )
 
-# --------------------------------------------------------------------------------------
-# Pruning curves: means over seeds
+
+@dataclass(frozen=True)
+class Finder:
+    """The finder of one topic of the headline findings: `find` returns its sentences.
+    With `table`, `find` gets that table's rows and is skipped when it is missing or empty;
+    without, it gets all the tables (it reads several)."""
+
+    topic: str
+    find: Callable[[object], list[str]]
+    table: str | None = None
 
 
-@dataclass
-class CurvePoint:
-    key: float  # requested ratio (or the ratio pruned when none was recorded)
-    ratio: float  # ratio of heads pruned, mean over seeds
-    mean: float
-    std: float | None
-    n: int
-
-
-@dataclass
-class CurveGroup:
-    model: object
-    curve: str
-    task: object
-    rank_task: object
-    schedule: object
-    normalize: object
-    label: str
-    metric: str
-    seeds: int
-    points: list[CurvePoint]
-
-    def retained(self, threshold: float) -> tuple[float | None, float | None]:
-        """(the largest ratio pruned up to which the mean relative performance is still
-        >= threshold at every ratio measured, the first ratio at which it is below):
-        (None, r) when it is below already at the first ratio, (r, None) when never."""
-        kept = None
-        for point in self.points:
-            if point.mean < threshold:
-                return kept, point.ratio
-            kept = point.ratio
-        return kept, None
-
-    def overall(self) -> float:
-        return sum(point.mean for point in self.points) / len(self.points)
-
-
-def _curve_kind(row: dict) -> str:
-    curve = row.get("curve")
-    if curve in ("downstream", "pretrain"):
-        return curve
-    return "pretrain" if row.get("task") == "mlm" else "downstream"
-
-
-def _usable_curve_rows(rows: Iterable[dict]) -> list[dict]:
-    return [row for row in rows if _is_main(row) and _num(row.get("relative")) is not None
-            and (_num(row.get("ratio_pruned")) is not None
-                 or _num(row.get("ratio_requested")) is not None)]
-
-
-def curve_groups(rows: list[dict]) -> list[CurveGroup]:
-    """Main-metric curves grouped by model, curve, evaluated task, ranking task, schedule
-    and normalisation, with the mean relative performance over seeds at each ratio."""
-    rows = _usable_curve_rows(rows)
-    variety: dict[tuple, tuple[set, set]] = {}
-    for row in rows:
-        ranks, schedules = variety.setdefault((row.get("model"), _curve_kind(row),
-                                               row.get("task")), (set(), set()))
-        ranks.add(str(row.get("rank_task")))
-        schedules.add(str(row.get("schedule")))
-    groups = []
-    keys = ("model", "task", "rank_task", "schedule", "normalize")
-    by_curve = _group(({**row, "_curve": _curve_kind(row)} for row in rows), "_curve", *keys)
-    ordered = sorted(by_curve.items(), key=lambda item: (
-        _unique([k[1:3] for k in by_curve]).index(item[0][1:3]),
-        _unique([k[5] for k in by_curve], NORMALIZATION_ORDER).index(item[0][5])))
-    for (curve, model, task, rank_task, schedule, normalize), members in ordered:
-        ranks, schedules = variety[(model, curve, task)]
-        label = _text(normalize)
-        qualifiers = []
-        if len(ranks) > 1 or (curve == "downstream" and rank_task not in (None, task)):
-            qualifiers.append(f"ranked by {rank_task}")
-        if len(schedules) > 1:
-            qualifiers.append(f"{schedule} schedule")
-        if qualifiers:
-            label += ", " + ", ".join(qualifiers)
-        by_ratio: dict[float, list[dict]] = {}
-        for row in members:
-            key = _num(row.get("ratio_requested"))
-            key = _num(row.get("ratio_pruned")) if key is None else key
-            by_ratio.setdefault(round(key, 9), []).append(row)
-        points = []
-        for key, at_ratio in sorted(by_ratio.items()):
-            mean, std, count = _stats(row.get("relative") for row in at_ratio)
-            ratio = _mean(row.get("ratio_pruned") for row in at_ratio)
-            points.append(CurvePoint(key, key if ratio is None else ratio, mean, std, count))
-        groups.append(CurveGroup(model, curve, task, rank_task, schedule, normalize, label,
-                                 _text(members[0].get("metric")), _seed_count(members),
-                                 points))
-    return groups
-
-
-# --------------------------------------------------------------------------------------
-# Headline findings
-
-
-def headline_findings(tables: dict[str, list[dict]]) -> list[str]:
-    """Sentences with the study's main numbers, computed from `tables`; a finding whose
-    table is missing or empty is left out (one that fails is left out with a warning)."""
-    problems: list[str] = []
-    findings = [sentence for _, sentence in _findings(_clean(tables), problems)]
-    for problem in problems:
-        warnings.warn(problem, stacklevel=2)
-    return findings
-
-
-def _findings(tables: dict, problems: list[str]) -> list[tuple[str, str]]:
-    """(topic, sentence) pairs, in the order of the report's sections."""
-    finders: list[tuple[str, Callable[[list[dict]], list[str]], str]] = [
-        ("curves", _downstream_findings, "Prunability on downstream tasks (Figure 1)"),
-        ("curves", _pretrain_findings, "Prunability on the masked LM (Figure 2)"),
-        ("recall", _recall_findings, "Recall of downstream-important heads (Figure 3)"),
-        ("drift_layers", _drift_findings, "Attention and feature drift (Figure 4)"),
-        ("correlation", _correlation_findings, "Importance vs drift (Figure 6)"),
-        ("freezing", _freezing_findings, "Fine-tuning with frozen layers"),
-        ("pruned_finetune", _pruned_finetune_findings, "Fine-tuning and pruning"),
-    ]
+def collect_findings(tables: dict, problems: list[str],
+                     finders: Iterable[Finder]) -> list[tuple[str, str]]:
+    """(topic, sentence) pairs of `finders`, in their order; a finder that fails is left out
+    and noted in `problems`, so that one bad table does not cost the whole report."""
     findings = []
-    for table, finder, topic in finders:
-        rows = _rows(tables, table)
-        if not rows:
-            continue
+    for finder in finders:
+        if finder.table is None:
+            argument = tables
+        else:
+            argument = table_rows(tables, finder.table)
+            if not argument:
+                continue
         try:
-            findings.extend((topic, sentence) for sentence in finder(rows))
+            findings.extend((finder.topic, sentence) for sentence in finder.find(argument))
         except Exception as error:  # a bad table must not cost the whole report
-            problems.append(f"headline findings on {topic} left out: "
-                            f"{type(error).__name__}: {error}")
-    from headcount.report.companion import FINDINGS
-
-    for finder, topic in FINDINGS:  # these read several tables each
-        try:
-            findings.extend((topic, sentence) for sentence in finder(tables))
-        except Exception as error:
-            problems.append(f"headline findings on {topic} left out: "
+            problems.append(f"headline findings on {finder.topic} left out: "
                             f"{type(error).__name__}: {error}")
     return findings
 
@@ -187,11 +83,11 @@ def _retained_clause(group: CurveGroup, threshold: float, *, first: bool) -> str
     pruned = " of heads pruned" if first else " pruned"
     with_label = _with_normalization(group.label)
     if kept is None:
-        return f"at no ratio measured {with_label} (below {_pct(threshold)} already at " \
-               f"{_pct(below)} pruned)"
+        return f"at no ratio measured {with_label} (below {pct(threshold)} already at " \
+               f"{pct(below)} pruned)"
     if below is None:
-        return f"at every ratio measured {with_label} (up to {_pct(kept)}{pruned})"
-    return f"up to {_pct(kept)}{pruned} {with_label}"
+        return f"at every ratio measured {with_label} (up to {pct(kept)}{pruned})"
+    return f"up to {pct(kept)}{pruned} {with_label}"
 
 
 def _with_normalization(label: str) -> str:
@@ -229,9 +125,9 @@ def _best_variant(groups: list[CurveGroup], threshold: float) -> str:
 def _downstream_findings(rows: list[dict]) -> list[str]:
     groups = [g for g in curve_groups(rows) if g.curve == "downstream"]
     findings = []
-    for model in _unique(g.model for g in groups):
+    for model in unique(g.model for g in groups):
         of_model = [g for g in groups if g.model == model]
-        tasks = _unique(g.task for g in of_model)
+        tasks = unique(g.task for g in of_model)
         for task in tasks:
             variants = [g for g in of_model if g.task == task]
             seeds = max(g.seeds for g in variants)
@@ -239,26 +135,31 @@ def _downstream_findings(rows: list[dict]) -> list[str]:
                        for i, g in enumerate(variants)]
             findings.append(
                 f"{model}, {task}: the mean relative {variants[0].metric} over "
-                f"{_seeds_text(seeds)} stays ≥ {_pct(RETAIN)} " + ", ".join(clauses)
+                f"{seeds_text(seeds)} stays ≥ {pct(RETAIN)} " + ", ".join(clauses)
                 + _best_variant(variants, RETAIN) + ".")
         if len(tasks) > 1:
-            label = "l1" if all(any(g.task == t and g.label == "l1" for g in of_model)
-                                for t in tasks) else None
-            if label is None:
-                common = [lab for lab in _unique(g.label for g in of_model)
-                          if all(any(g.task == t and g.label == lab for g in of_model)
-                                 for t in tasks)]
-                label = common[0] if common else None
-            if label is not None:
-                reach = {g.task: g.retained(RETAIN)[0] for g in of_model if g.label == label}
-                if all(value is not None for value in reach.values()):
-                    weakest = min(reach, key=lambda t: reach[t])
-                    findings.append(
-                        f"{model}, all {len(tasks)} tasks ({label}): each keeps ≥ "
-                        f"{_pct(RETAIN)} of its unpruned performance with up to "
-                        f"{_pct(reach[weakest])} of heads pruned (the limit is set by "
-                        f"{weakest}).")
+            findings.extend(_all_tasks_finding(model, of_model, tasks))
     return findings
+
+
+def _all_tasks_finding(model, of_model: list[CurveGroup], tasks: list) -> list[str]:
+    """How far every task keeps RETAIN with one normalisation that all tasks have (l1 when
+    they all have it); none when there is none, or when a task never keeps it."""
+    label = "l1" if all(any(g.task == t and g.label == "l1" for g in of_model)
+                        for t in tasks) else None
+    if label is None:
+        common = [lab for lab in unique(g.label for g in of_model)
+                  if all(any(g.task == t and g.label == lab for g in of_model) for t in tasks)]
+        label = common[0] if common else None
+    if label is None:
+        return []
+    reach = {g.task: g.retained(RETAIN)[0] for g in of_model if g.label == label}
+    if not all(value is not None for value in reach.values()):
+        return []
+    weakest = min(reach, key=lambda t: reach[t])
+    return [f"{model}, all {len(tasks)} tasks ({label}): each keeps ≥ {pct(RETAIN)} of its "
+            f"unpruned performance with up to {pct(reach[weakest])} of heads pruned (the "
+            f"limit is set by {weakest})."]
 
 
 def _pretrain_findings(rows: list[dict]) -> list[str]:
@@ -269,71 +170,53 @@ def _pretrain_findings(rows: list[dict]) -> list[str]:
         head = (f"{group.model}, masked LM"
                 + ("" if group.task in ("mlm", None) else f" ({group.task})")
                 + f", {group.label}: the mean relative {group.metric} over "
-                f"{_seeds_text(group.seeds)}")
+                f"{seeds_text(group.seeds)}")
         if kept is None:
-            findings.append(f"{head} is below {_pct(MLM_RETAIN)} already at {_pct(below)} "
+            findings.append(f"{head} is below {pct(MLM_RETAIN)} already at {pct(below)} "
                             f"of heads pruned.")
         elif below is None:
-            findings.append(f"{head} stays ≥ {_pct(MLM_RETAIN)} at every ratio measured "
-                            f"(up to {_pct(kept)} of heads pruned).")
+            findings.append(f"{head} stays ≥ {pct(MLM_RETAIN)} at every ratio measured "
+                            f"(up to {pct(kept)} of heads pruned).")
         else:
             findings.append(
-                f"{head} falls below {_pct(MLM_RETAIN)} at {_pct(below)} of heads pruned "
-                f"(≥ {_pct(MLM_RETAIN)} up to {_pct(kept)} pruned: {_pct(1 - kept)} of the "
-                f"heads keep {_pct(MLM_RETAIN)} of the masked-LM performance).")
+                f"{head} falls below {pct(MLM_RETAIN)} at {pct(below)} of heads pruned "
+                f"(≥ {pct(MLM_RETAIN)} up to {pct(kept)} pruned: {pct(1 - kept)} of the "
+                f"heads keep {pct(MLM_RETAIN)} of the masked-LM performance).")
     return findings
-
-
-def _recall_points(rows: list[dict]) -> list[tuple[float, float | None, float | None, dict]]:
-    points = []
-    for row in rows:
-        x = _num(row.get("x"))
-        if x is not None:
-            points.append((x, _num(row.get("recall_mean")), _num(row.get("recall_std")), row))
-    return sorted(points, key=lambda point: point[0])
-
-
-def _recall_reached(rows: list[dict]) -> float | None:
-    """The smallest x at which the mean recall is >= RECALL_TARGET."""
-    for x, mean, _, _ in _recall_points(rows):
-        if mean is not None and mean >= RECALL_TARGET - 1e-12:
-            return x
-    return None
 
 
 def _recall_findings(rows: list[dict]) -> list[str]:
     findings = []
-    for model in _models(rows):
-        of_model = _of_model(rows, model)
-        normalize = _pick_normalization(row.get("normalize") for row in of_model)
+    for model in models_in(rows):
+        of_model = rows_of_model(rows, model)
+        normalize = pick_normalization(row.get("normalize") for row in of_model)
         chosen = [row for row in of_model if row.get("normalize") == normalize]
         clauses, reached = [], []
-        for (task,), task_rows in _group(chosen, "task").items():
-            x = _recall_reached(task_rows)
+        for (task,), task_rows in group_rows(chosen, "task").items():
+            x = recall_reached(task_rows)
             if x is None:
-                best = max(((mean, x) for x, mean, _, _ in _recall_points(task_rows)
+                best = max(((mean, x) for x, mean, _, _ in recall_points(task_rows)
                             if mean is not None), default=None)
                 clauses.append(f"never for {task}" + (
                     "" if best is None else f" (highest mean recall {best[0]:.2f} at x = "
-                    f"{_pct(best[1])})"))
+                    f"{pct(best[1])})"))
             else:
                 reached.append(x)
-                clauses.append(f"{_pct(x)} for {task}")
+                clauses.append(f"{pct(x)} for {task}")
         if not clauses:
             continue
-        threshold = _num(chosen[0].get("threshold")) if chosen else None
-        seeds = max((int(n) for n in (_num(row.get("n")) for row in chosen) if n is not None),
-                    default=0)
+        threshold = as_number(chosen[0].get("threshold")) if chosen else None
+        seeds = recall_seeds(chosen)
         needed = "the heads needed for " + (
-            f"{_pct(threshold)} downstream performance" if threshold is not None
+            f"{pct(threshold)} downstream performance" if threshold is not None
             else "the downstream threshold")
         text = (f"{model}: recall of {needed} (Eq. 5; {normalize}, mean over "
-                f"{_seeds_text(seeds)}) reaches {_pct(RECALL_TARGET)} once the "
+                f"{seeds_text(seeds)}) reaches {pct(RECALL_TARGET)} once the "
                 f"masked-LM-pruned model keeps a share x of its masked-LM performance: x = "
                 + ", ".join(clauses))
         if reached and len(reached) == len(clauses):
-            text += (f"; every task reaches it by x = {_pct(max(reached))} (the paper's "
-                     f"guideline: {_pct(MLM_RETAIN)})")
+            text += (f"; every task reaches it by x = {pct(max(reached))} (the paper's "
+                     f"guideline: {pct(MLM_RETAIN)})")
         findings.append(text + ".")
     return findings
 
@@ -344,65 +227,48 @@ def _layer_span(layers: list) -> str:
 
 def _drift_findings(rows: list[dict]) -> list[str]:
     findings = []
-    for model in _models(rows):
-        of_model = _of_model(rows, model)
+    for model in models_in(rows):
+        of_model = rows_of_model(rows, model)
         means = drift_layer_means(of_model)
-        seeds_by_task = {str(task): _seed_count(task_rows)
-                         for (task,), task_rows in _group(of_model, "task").items()}
+        seeds_by_task = {str(task): seed_count(task_rows)
+                         for (task,), task_rows in group_rows(of_model, "task").items()}
         for task, points in means.items():
             js = [p for p in points if p["js_mean"] is not None]
             if len(js) < 2:
                 continue
             third = max(1, len(js) // 3)
             low, high = js[:third], js[-third:]
-            low_js = _mean(p["js_mean"] for p in low)
-            high_js = _mean(p["js_mean"] for p in high)
+            low_js = mean_of(p["js_mean"] for p in low)
+            high_js = mean_of(p["js_mean"] for p in high)
             least = min(js, key=lambda p: p["js_mean"])
             most = max(js, key=lambda p: p["js_mean"])
             where = "lowest" if low_js < high_js else "highest"
             text = (f"{model}, {task}: attention changes least in the {where} layers — "
-                    f"mean JS divergence {_fmt_sig(low_js)} over "
-                    f"{_layer_span([p['layer'] for p in low])} vs {_fmt_sig(high_js)} over "
+                    f"mean JS divergence {fmt_sig(low_js)} over "
+                    f"{_layer_span([p['layer'] for p in low])} vs {fmt_sig(high_js)} over "
                     f"{_layer_span([p['layer'] for p in high])} (mean over "
-                    f"{_seeds_text(seeds_by_task.get(task, 0))}); least changed: layer "
-                    f"{least['layer']} ({_fmt_sig(least['js_mean'])}), most changed: layer "
-                    f"{most['layer']} ({_fmt_sig(most['js_mean'])})")
-            l2_low = _mean(p["l2"] for p in points[:third] if p["l2"] is not None)
-            l2_high = _mean(p["l2"] for p in points[-third:] if p["l2"] is not None)
+                    f"{seeds_text(seeds_by_task.get(task, 0))}); least changed: layer "
+                    f"{least['layer']} ({fmt_sig(least['js_mean'])}), most changed: layer "
+                    f"{most['layer']} ({fmt_sig(most['js_mean'])})")
+            l2_low = mean_of(p["l2"] for p in points[:third] if p["l2"] is not None)
+            l2_high = mean_of(p["l2"] for p in points[-third:] if p["l2"] is not None)
             if l2_low is not None and l2_high is not None and len(points) >= 2:
-                text += (f"; hidden-state L2 distance {_fmt_sig(l2_low)} in the lowest vs "
-                         f"{_fmt_sig(l2_high)} in the highest third")
+                text += (f"; hidden-state L2 distance {fmt_sig(l2_low)} in the lowest vs "
+                         f"{fmt_sig(l2_high)} in the highest third")
             findings.append(text + ".")
     return findings
 
 
-def _correlation_summary(rows: list[dict]) -> dict[tuple, dict]:
-    """Per (model, task, importance, normalize): seeds, mean r/ρ and their ranges."""
-    summary = {}
-    for key, members in _group(rows, "model", "task", "importance", "normalize").items():
-        r = [v for v in (_num(row.get("pearson_r")) for row in members) if v is not None]
-        rho = [v for v in (_num(row.get("spearman_rho")) for row in members) if v is not None]
-        summary[key] = {
-            "seeds": _seed_count(members), "r": r, "rho": rho,
-            "n": _mean(row.get("n") for row in members),
-            "significant": sum(1 for row in members
-                               if (_num(row.get("pearson_p")) or 1.0) < 0.05),
-            "slope": _mean(row.get("slope") for row in members),
-            "intercept": _mean(row.get("intercept") for row in members),
-        }
-    return summary
-
-
 def _correlation_findings(rows: list[dict]) -> list[str]:
-    summary = _correlation_summary(rows)
+    summary = correlation_summary(rows)
     findings = []
-    for model in _models(rows):
-        of_model = _of_model(rows, model)
-        normalize = _pick_normalization(row.get("normalize") for row in of_model)
+    for model in models_in(rows):
+        of_model = rows_of_model(rows, model)
+        normalize = pick_normalization(row.get("normalize") for row in of_model)
         largest = []
-        for task in _unique(row.get("task") for row in of_model):
+        for task in unique(row.get("task") for row in of_model):
             parts, seeds = [], 0
-            kinds = _unique((row.get("importance") for row in of_model
+            kinds = unique((row.get("importance") for row in of_model
                              if row.get("task") == task), IMPORTANCE_KINDS)
             for kind in kinds:
                 entry = summary.get((model, task, kind, normalize))
@@ -410,16 +276,16 @@ def _correlation_findings(rows: list[dict]) -> list[str]:
                     continue
                 seeds = max(seeds, entry["seeds"])
                 r = sum(entry["r"]) / len(entry["r"])
-                part = f"{kind} importance: Pearson r = {_fmt(r, 2)}"
+                part = f"{kind} importance: Pearson r = {fmt(r, 2)}"
                 largest.extend(abs(v) for v in entry["r"])
                 if entry["rho"]:
                     rho = sum(entry["rho"]) / len(entry["rho"])
-                    part += f", Spearman ρ = {_fmt(rho, 2)}"
+                    part += f", Spearman ρ = {fmt(rho, 2)}"
                     largest.extend(abs(v) for v in entry["rho"])
                 parts.append(part)
             if parts:
                 findings.append(f"{model}, {task}: correlation of head importance ({normalize}) "
-                                f"with JS divergence, mean over {_seeds_text(seeds)} — "
+                                f"with JS divergence, mean over {seeds_text(seeds)} — "
                                 + "; ".join(parts) + ".")
         if largest:
             peak = max(largest)
@@ -432,39 +298,46 @@ def _correlation_findings(rows: list[dict]) -> list[str]:
 
 def _freezing_findings(rows: list[dict]) -> list[str]:
     findings = []
-    for (model, frozen), members in _group(rows, "model", "freeze_layers").items():
+    for (model, frozen), members in group_rows(rows, "model", "freeze_layers").items():
         parts = []
-        for (task,), task_rows in _group(members, "task").items():
-            mean, _, count = _stats(row.get("relative") for row in task_rows)
+        for (task,), task_rows in group_rows(members, "task").items():
+            mean, _, count = mean_std_count(row.get("relative") for row in task_rows)
             if mean is not None:
-                parts.append(f"{mean:.2f} on {task} ({_text(task_rows[0].get('metric'))})")
+                parts.append(f"{mean:.2f} on {task} ({as_text(task_rows[0].get('metric'))})")
         if parts:
             findings.append(
-                f"{model} fine-tuned with {_text(frozen)} frozen "
-                f"layer{'' if _num(frozen) == 1 else 's'} keeps, relative to full "
+                f"{model} fine-tuned with {as_text(frozen)} frozen "
+                f"layer{'' if as_number(frozen) == 1 else 's'} keeps, relative to full "
                 f"fine-tuning, " + ", ".join(parts) + " (mean over "
-                f"{_seeds_text(_seed_count(members))}; the paper, RoBERTa-large with 5 frozen "
+                f"{seeds_text(seed_count(members))}; the paper, RoBERTa-large with 5 frozen "
                 f"layers: 0.91 on CoLA, > 0.98 on SST-2, QQP and MNLI).")
     return findings
 
 
-def _stage_order(rows: Iterable[dict]) -> list:
-    return _unique((row.get("stage") for row in rows), STAGES)
-
-
 def _pruned_finetune_findings(rows: list[dict]) -> list[str]:
     findings = []
-    for (model, task, ratio), members in _group(rows, "model", "task", "ratio").items():
+    for (model, task, ratio), members in group_rows(rows, "model", "task", "ratio").items():
         parts = []
-        for stage in _stage_order(members):
-            mean, _, _ = _stats(row.get("relative") for row in members
-                                if row.get("stage") == stage)
+        for stage in stage_order(members):
+            mean = mean_of(row.get("relative") for row in members if row.get("stage") == stage)
             if mean is not None:
                 parts.append(f"{stage} {mean:.2f}")
         if parts:
-            pruned = "" if _num(ratio) is None else f", {_pct(_num(ratio))} of heads pruned"
-            findings.append(f"{model}, {task}{pruned}: relative {_text(members[0].get('metric'))} "
-                            + ", ".join(parts) + f" (mean over "
-                            f"{_seeds_text(_seed_count(members))}).")
+            ratio = as_number(ratio)
+            pruned = "" if ratio is None else f", {pct(ratio)} of heads pruned"
+            findings.append(f"{model}, {task}{pruned}: relative "
+                            f"{as_text(members[0].get('metric'))} " + ", ".join(parts)
+                            + f" (mean over {seeds_text(seed_count(members))}).")
     return findings
 
+
+
+FINDINGS = (
+    Finder("Prunability on downstream tasks (Figure 1)", _downstream_findings, "curves"),
+    Finder("Prunability on the masked LM (Figure 2)", _pretrain_findings, "curves"),
+    Finder("Recall of downstream-important heads (Figure 3)", _recall_findings, "recall"),
+    Finder("Attention and feature drift (Figure 4)", _drift_findings, "drift_layers"),
+    Finder("Importance vs drift (Figure 6)", _correlation_findings, "correlation"),
+    Finder("Fine-tuning with frozen layers", _freezing_findings, "freezing"),
+    Finder("Fine-tuning and pruning", _pruned_finetune_findings, "pruned_finetune"),
+)

@@ -1,5 +1,6 @@
-"""The report as a document: sections of blocks (a figure and its tables), rendered as
-Markdown (`render_markdown`) and as self-contained HTML (`render_html`, inline CSS).
+"""The report as a document: sections of blocks (a figure and its tables) with links to the
+run's table files (`table_links`), rendered as Markdown (`render_markdown`) and as
+self-contained HTML (`render_html`, inline CSS).
 
 Example:
     >>> section = Section("notes", "Notes", bullets=["one seed"])
@@ -12,8 +13,9 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from headcount.report.format import MISSING
+from headcount.report.format import MISSING, TABLE_DIR
 
 # --------------------------------------------------------------------------------------
 # The document: sections of blocks (figure + tables)
@@ -44,6 +46,14 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     code: str | None = None
     links: list[tuple[str, str]] = field(default_factory=list)
+
+
+def table_links(run_dir: Path, *names: str) -> list[tuple[str, str]]:
+    """(label, href) of each file of the tables `names` under RUN_DIR/tables (CSV, Parquet)
+    that exists, in that order."""
+    return [(f"{TABLE_DIR}/{name}{suffix}", f"{TABLE_DIR}/{name}{suffix}")
+            for name in names for suffix in (".csv", ".parquet")
+            if (run_dir / TABLE_DIR / f"{name}{suffix}").is_file()]
 
 
 # --------------------------------------------------------------------------------------
@@ -99,7 +109,7 @@ def _by_topic(findings: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def render_markdown(title: str, findings: list[tuple[str, str]], sections: list[Section],
-                    problems: list[str]) -> str:
+                    problems: list[str], subtitle: str = "") -> str:
     lines = [f"# {_md(title)}", ""]
     lines += ["## Headline findings", ""]
     if not findings:
@@ -129,7 +139,10 @@ def render_markdown(title: str, findings: list[tuple[str, str]], sections: list[
         if section.links:
             lines += ["Full data: " + ", ".join(f"[{_md(label)}]({href})"
                                                 for label, href in section.links), ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+    markdown = "\n".join(lines).rstrip("\n") + "\n"
+    if subtitle:  # under the title, which is the first line
+        markdown = markdown.replace("\n", f"\n\n{_md(subtitle)}\n", 1)
+    return markdown
 
 
 _CSS = """

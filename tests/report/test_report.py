@@ -316,7 +316,7 @@ def test_text_is_escaped(tmp_path):
 def test_check_report_without_chromium(tmp_path, capsys):
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_report.py"
     spec = importlib.util.spec_from_file_location("check_report", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,11 +7,8 @@ import warnings
 import pytest
 
 from headcount.report.assemble import headline_findings, write_report
-from headcount.report.companion import (
-    order_curve_table,
-    orders_findings,
-    sparsity_findings,
-)
+from headcount.report.companion.orders import order_curve_table, orders_findings
+from headcount.report.companion.sparsity import sparsity_findings
 
 RATIOS = (0.0, 0.5, 1.0)
 
