@@ -228,8 +228,10 @@ def _load_with_head(source, name_or_path, kind, config, new_head_config, options
         return model, False
     new_head = bool(missing) and kind != CHECKPOINT_HEAD
     overrides = new_head_config() if new_head else {}
-    if any(getattr(model.config, key, None) != value for key, value in overrides.items()):
+    if overrides.get("num_labels", model.config.num_labels) != model.config.num_labels:
         model, _ = _from_checkpoint(model_class, source, config, options, **overrides)
+    for key, value in overrides.items():  # names and problem type: no new weights needed
+        setattr(model.config, key, value)
     if new_head:
         warnings.warn(
             f"{name_or_path} has no trained classification head: a random one with "
