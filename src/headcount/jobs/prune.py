@@ -40,7 +40,7 @@ def curve_job(
     device=None,
     progress: bool = False,
     order: str = "importance",
-    draws: int = 1,
+    draws: int | None = 1,
     estimator: str = "gradient",
 ) -> list[dict]:
     """Pruning curve of `model` on `options.task`, heads ranked by `scores_path` or by
@@ -52,6 +52,7 @@ def curve_job(
     layer-location order instead and needs no scores or ranking data: one curve per draw d
     in 0..draws-1, the order drawn with seed `options.seed + d`, every draw evaluated on the
     same examples. Rows carry `order` and `draw`; `summarize_draws` averages over draws.
+    `draws=None`: 5 for the random order, else 1.
 
     Example:
         >>> rows = curve_job("ckpt/", DataOptions("sst2", data_dir=glue, split="dev"),
@@ -60,6 +61,10 @@ def curve_job(
         ...                    order="random", draws=5)
     """
     check_order(order)
+    if draws is None:
+        # Random orders differ much from draw to draw; the layer orders only in their seeded
+        # start/parity and head order within a layer, importance not at all.
+        draws = 5 if order == "random" else 1
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ConfigError(f"--draws {draws} must be a whole number >= 1")
     if order == "importance" and draws != 1:
