@@ -6,7 +6,6 @@ row of shared heads) and, once, by the real importance and drift jobs on tiny ch
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -15,7 +14,7 @@ import pytest
 from conftest import save_checkpoint
 from scipy import stats
 
-from headcount.cli.analysis import add_drift_commands
+from headcount.cli import build_parser
 from headcount.correlation import align, correlate, correlation_record
 from headcount.errors import HeadcountError
 from headcount.jobs.analysis import correlate_job, drift_job
@@ -24,11 +23,7 @@ from headcount.jobs.prepared import DataOptions
 
 
 def run(*argv):
-    parser = argparse.ArgumentParser()
-    commands = parser.add_subparsers(dest="command")
-    plot = commands.add_parser("plot").add_subparsers(dest="figure")
-    add_drift_commands(commands, plot)
-    args = parser.parse_args([str(arg) for arg in argv])
+    args = build_parser().parse_args([str(arg) for arg in argv])
     args.run(args)
 
 

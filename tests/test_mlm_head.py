@@ -7,7 +7,6 @@ BertModel. The text is a short repetitive one, so a head can learn it in a few s
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -18,9 +17,8 @@ from conftest import FAMILIES, make_config, make_model, save_checkpoint, write_t
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForMaskedLM, GPT2Config, GPT2Model
 
+from headcount import cli
 from headcount.checkpoints import LAYOUT_FILE
-from headcount.cli import app as cli
-from headcount.cli.mlm import add_mlm_head_command
 from headcount.errors import ConfigError, DataError, HeadcountError, UnsupportedModelError
 from headcount.jobs.mlm import fit_mlm_head_job
 from headcount.mlm_head import (
@@ -249,18 +247,8 @@ def test_unsupported_architecture(tmp_path, text):
 
 @pytest.fixture
 def main(monkeypatch):
-    """`headcount.cli.main` with `fit-mlm-head` registered (whether or not cli.py does)."""
+    """`headcount.cli.main`, with the warning format it installs undone afterwards."""
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    build = cli.build_parser
-
-    def build_with_command():
-        parser = build()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "fit-mlm-head" not in commands.choices:
-            add_mlm_head_command(commands)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build_with_command)
     return cli.main
 
 

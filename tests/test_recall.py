@@ -6,7 +6,8 @@ import pytest
 
 from headcount.cli.app import main
 from headcount.errors import HeadcountError
-from headcount.recall import curve_steps, recall, recall_curve
+from headcount.jobs.analysis import recall_job
+from headcount.recall import curve_steps, recall
 from headcount.records import CURVE_COLUMNS, write_curve_csv
 
 # 4 heads: 0.0 0.1 1.0 1.1. (ratio, relative, heads pruned so far)
@@ -64,8 +65,8 @@ def test_mean_and_std_over_seeds(tmp_path):
              (0.75, 0.6, "0.0 0.1 1.0"), (1.0, 0.5, "0.0 0.1 1.0 1.1")]
     downstream = [write_curve(tmp_path / "d0.csv", DOWNSTREAM, seed=0),
                   write_curve(tmp_path / "d1.csv", other, seed=1)]
-    rows = {row["x"]: row for row in recall_curve([str(pretrain)], list(map(str, downstream)),
-                                                  step=0.1)}
+    rows = {row["x"]: row for row in recall_job([str(pretrain)], list(map(str, downstream)),
+                                                step=0.1)}
     # x = 0.9: seed 0 -> 0.5; seed 1: kept 0.1 1.0 1.1 vs needed 1.0 1.1 -> 1.0
     assert rows[0.9]["recall_mean"] == pytest.approx(0.75)
     assert rows[0.9]["recall_std"] == pytest.approx(0.25)

@@ -49,6 +49,12 @@ from headcount.checkpoints import (
     load_pruned,
     save_pruned_atomically,
 )
+from headcount.choices import (
+    MLM_HEAD_BATCH_SIZE,
+    MLM_HEAD_LEARNING_RATE,
+    MLM_HEAD_MAX_BLOCKS,
+    MLM_HEAD_STEPS,
+)
 from headcount.data import EncodedData, prepare_data
 from headcount.distributed import is_distributed, launched_distributed
 from headcount.errors import ConfigError, DataError, HeadcountError, UnsupportedModelError
@@ -66,12 +72,6 @@ from headcount.tasks.mlm import IGNORE_INDEX
 from headcount.tasks.registry import MLM, resolve_task
 
 RECORD_FILE = "mlm_head.json"
-# Defaults sized for a CPU (all-MiniLM-L6-v2 on BBC News: about 1-2 minutes on 2 cores). The
-# vocabulary projection at the masked positions dominates a step, and every block costs one
-# frozen-encoder pass when first visited, so the text is capped at a few hundred blocks,
-# visited ~5 times. More gains little there: 1,500 steps on 1,600 blocks reached held-out
-# recall@1 0.127, against about 0.12 with these defaults.
-STEPS, BATCH_SIZE, LEARNING_RATE, MAX_BLOCKS = 300, 8, 3e-3, 512
 HELD_OUT_EVERY = 10      # every 10th block is held out ...
 MAX_HELD_OUT = 128       # ... but at most about this many, spread evenly over the text
 WARMUP = 0.06            # share of the steps with a rising learning rate (as fine-tuning)
@@ -90,12 +90,12 @@ class HeadFit:
     a seeded random choice; None: all), of which at most `max_held_out` are held out.
     `seed` fixes the new head weights, the masking (15%, 80/10/10) and the block order."""
 
-    steps: int = STEPS
-    batch_size: int = BATCH_SIZE
+    steps: int = MLM_HEAD_STEPS
+    batch_size: int = MLM_HEAD_BATCH_SIZE
     max_length: int = 128
-    lr: float = LEARNING_RATE
+    lr: float = MLM_HEAD_LEARNING_RATE
     seed: int = 0
-    max_examples: int | None = MAX_BLOCKS
+    max_examples: int | None = MLM_HEAD_MAX_BLOCKS
     max_held_out: int = MAX_HELD_OUT
 
     def check(self) -> None:

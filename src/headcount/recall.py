@@ -99,14 +99,6 @@ def pair_curves(pretrain: list[CurveSteps], downstream: list[CurveSteps]):
     return [(by_seed[d.seed], d) for d in downstream]
 
 
-def recall_curve(pretrain_paths: list[str], downstream_paths: list[str], *,
-                 threshold: float = 0.9, step: float = 0.05) -> list[dict]:
-    """Rows x, recall_mean, recall_std (population std over seeds), n, per-seed values."""
-    pretrain = [c for path in pretrain_paths for c in curve_steps(path)]
-    downstream = [c for path in downstream_paths for c in curve_steps(path)]
-    return recall_rows(pretrain, downstream, threshold=threshold, step=step)
-
-
 def recall_rows(pretrain: list[CurveSteps], downstream: list[CurveSteps], *,
                 threshold: float = 0.9, step: float = 0.05) -> list[dict]:
     """The recall curve over x of paired curves (see `pair_curves`)."""

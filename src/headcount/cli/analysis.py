@@ -1,79 +1,53 @@
-"""Commands for attention/feature drift and its correlation with importance.
-
-`add_drift_commands(commands, plot_kinds)` registers `compare`, `correlate`, `plot drift` and
-`plot correlation` on the `headcount` parser (`commands`: its subparsers; `plot_kinds`: the
-subparsers of `plot`). Thin, like `headcount.cli.app`: parse, call one library job, write its
-record atomically, print a short summary; user mistakes are HeadcountErrors.
-"""
+"""`headcount recall`, `compensation`, `compare` and `correlate`: analyses of curves, scores
+and checkpoints (jobs in `headcount.jobs.analysis`)."""
 
 from __future__ import annotations
 
-import sys
+from headcount.cli._shared import (
+    add_data_flags,
+    check_output,
+    data_options,
+    print_rows_written,
+    write_record,
+)
 
 
-def _drift_table(record: dict) -> str:
-    rows = ["layer  JS mean  JS max   L2", f"{'emb':>5} {'':>8} {'':>7} "
-            f"{record['l2_embeddings']:8.4f}"]
-    for index, (mean, peak, l2) in enumerate(zip(record["js_layer_mean"],
-                                                 record["js_layer_max"], record["l2"],
-                                                 strict=True)):
-        js = ("    none    none" if mean is None else f"{mean:8.4f} {peak:7.4f}")
-        rows.append(f"{index + 1:>5} {js} {l2:8.4f}")
-    return "\n".join(rows)
+def add_analysis_commands(commands) -> None:
+    """Register `recall`, `compensation`, `compare` and `correlate` on `commands` (the
+    `headcount` subparsers)."""
+    recall = commands.add_parser(
+        "recall", help="recall of downstream-important heads kept by pre-train pruning",
+        description="Recall_t(x) = |H_x^(p) & H_t^(d)| / |H_t^(d)| (Eq. 5 of Chiang & Chen) "
+                    "from pruning curves; mean and std over seeds.",
+    )
+    recall.add_argument("--pretrain", nargs="+", required=True,
+                        help="masked-LM curve CSV(s), heads pruned in pre-train importance order")
+    recall.add_argument("--downstream", nargs="+", required=True,
+                        help="downstream curve CSV(s), pruned in downstream importance order")
+    recall.add_argument("--threshold", type=float, default=0.9,
+                        help="relative downstream performance t defining H_t^(d) (default 0.9)")
+    recall.add_argument("--step", type=float, default=0.05, help="grid step of x")
+    recall.add_argument("--out", required=True, help="recall.csv to write")
+    recall.set_defaults(run=_recall)
+
+    compensation = commands.add_parser(
+        "compensation", help="how the importance of the heads left changed after fine-tuning "
+                             "a pruned model",
+        description="Per head and layer: importance after minus before fine-tuning the pruned "
+                    "checkpoint (two scores.json of it), the share of the total increase "
+                    "carried by the top 10%% of heads and the Gini coefficient of the "
+                    "increases (Budhraja et al.'s compensation).",
+    )
+    compensation.add_argument("model", help="the pruned checkpoint (its heads are read from "
+                              "its config)")
+    compensation.add_argument("--before", required=True, help="scores.json before fine-tuning")
+    compensation.add_argument("--after", required=True, help="scores.json after fine-tuning")
+    compensation.add_argument("--out", required=True, help="compensation.json to write")
+    compensation.set_defaults(run=_compensation)
+    _add_drift_commands(commands)
 
 
-def _compare(args) -> None:
-    from headcount.cli.app import data_options
-    from headcount.io import check_output_path, write_json
-    from headcount.jobs.analysis import drift_job
-
-    check_output_path(args.out)
-    record = drift_job(args.pretrained, args.finetuned, data_options(args),
-                       device=args.device, progress=not args.quiet)
-    write_json(args.out, record)
-    if not args.quiet:
-        print(_drift_table(record), file=sys.stderr)
-    print(f"wrote JS divergence of {record['layers']}x{record['heads']} heads and L2 distance "
-          f"of {record['layers']} layers over {record['num_examples']} examples to {args.out}")
-
-
-def _correlate(args) -> None:
-    from headcount.io import check_output_path, write_json
-    from headcount.jobs.analysis import correlate_job
-
-    check_output_path(args.out)
-    record = correlate_job(args.scores, args.drift, raw=args.raw)
-    write_json(args.out, record)
-
-    def show(value, digits=3):
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
-    for entry in record["records"]:
-        print(f"importance on {entry['scores_task']} vs JS on {entry['drift_task']} "
-              f"(n={entry['n']}): r={show(entry['pearson_r'])} "
-              f"(p={show(entry['pearson_p'], 2)}), rho={show(entry['spearman_rho'])} "
-              f"(p={show(entry['spearman_p'], 2)}), js = {show(entry['slope'], 4)} * "
-              f"importance + {show(entry['intercept'], 4)}")
-    print(f"wrote {len(record['records'])} correlation record(s) to {args.out}")
-
-
-def _plot_drift(args) -> None:
-    from headcount.plotting import save_drift_figure
-
-    print(f"wrote {save_drift_figure(args.drifts, args.out)}")
-
-
-def _plot_correlation(args) -> None:
-    from headcount.plotting import save_correlation_figure
-
-    print(f"wrote {save_correlation_figure(args.correlations, args.out)}")
-
-
-def add_drift_commands(commands, plot_kinds) -> None:
-    """Register `compare` and `correlate` on `commands` (the subparsers of the `headcount`
-    parser) and `drift` and `correlation` on `plot_kinds` (the subparsers of `plot`)."""
-    from headcount.cli.app import add_data_flags
-
+def _add_drift_commands(commands) -> None:
     compare = commands.add_parser(
         "compare", help="attention (JS) and feature (L2) drift between two checkpoints",
         description="Feed the same inputs of a task to a pre-trained and a fine-tuned model of "
@@ -105,23 +79,72 @@ def add_drift_commands(commands, plot_kinds) -> None:
     correlate.add_argument("--out", required=True, help="corr.json to write")
     correlate.set_defaults(run=_correlate)
 
-    plot_drift = plot_kinds.add_parser(
-        "drift", help="per-layer JS (mean, max) and L2 drift (Figure 4)",
-        description="Top: per-layer JS divergence, mean over heads (solid) and max (dashed); "
-                    "bottom: L2 distance of the hidden states per layer. One colour per task.",
-    )
-    plot_drift.add_argument("drifts", nargs="+", metavar="DRIFT",
-                            help="drift.json files of `headcount compare` (tasks, seeds)")
-    plot_drift.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
-    plot_drift.set_defaults(run=_plot_drift)
 
-    plot_correlation = plot_kinds.add_parser(
-        "correlation", help="JS divergence vs head importance, with fitted lines (Figure 6)",
-        description="Scatter of each head's JS divergence against its importance, one colour "
-                    "per scores file, with the least-squares line and r, rho in the legend. "
-                    "Takes the corr.json files written by `headcount correlate`.",
-    )
-    plot_correlation.add_argument("correlations", nargs="+", metavar="CORR",
-                                  help="corr.json files of `headcount correlate`")
-    plot_correlation.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
-    plot_correlation.set_defaults(run=_plot_correlation)
+def _recall(args) -> None:
+    from headcount.jobs.analysis import recall_job
+    from headcount.records import write_recall_csv
+
+    check_output(args.out)
+    rows = recall_job(args.pretrain, args.downstream, threshold=args.threshold, step=args.step)
+    write_recall_csv(args.out, rows)
+    for row in rows:
+        print(f"x={row['x']:.2f}: recall {row['recall_mean']:.3f} ± {row['recall_std']:.3f} "
+              f"(n={row['n']})")
+    print_rows_written(rows, args.out)
+
+
+def _compensation(args) -> None:
+    from headcount.jobs.analysis import compensation_job
+
+    check_output(args.out)
+    record = compensation_job(args.before, args.after, args.model)
+    write_record(args, record)
+    for layer in record["per_layer"]:
+        print(f"layer {layer['layer']}: {layer['heads']:3d} heads, importance "
+              f"{layer['before_sum']:.4g} -> {layer['after_sum']:.4g}, share of the total "
+              f"{layer['share_before']:.3f} -> {layer['share_after']:.3f}")
+    print(f"{record['heads_remaining']} heads: importance {record['total_before']:.4g} -> "
+          f"{record['total_after']:.4g}; {record['heads_gaining']} gain share, the top 10% "
+          f"carry {record['top10_share']:.3f} of the gain, Gini {record['gini']:.3f}; "
+          f"wrote {args.out}")
+
+
+def _compare(args) -> None:
+    from headcount.jobs.analysis import drift_job
+
+    check_output(args.out)
+    record = drift_job(args.pretrained, args.finetuned, data_options(args),
+                       device=args.device, progress=not args.quiet)
+    write_record(args, record, _drift_table)
+    print(f"wrote JS divergence of {record['layers']}x{record['heads']} heads and L2 distance "
+          f"of {record['layers']} layers over {record['num_examples']} examples to {args.out}")
+
+
+def _drift_table(record: dict) -> str:
+    rows = ["layer  JS mean  JS max   L2", f"{'emb':>5} {'':>8} {'':>7} "
+            f"{record['l2_embeddings']:8.4f}"]
+    for index, (mean, peak, l2) in enumerate(zip(record["js_layer_mean"],
+                                                 record["js_layer_max"], record["l2"],
+                                                 strict=True)):
+        js = ("    none    none" if mean is None else f"{mean:8.4f} {peak:7.4f}")
+        rows.append(f"{index + 1:>5} {js} {l2:8.4f}")
+    return "\n".join(rows)
+
+
+def _correlate(args) -> None:
+    from headcount.jobs.analysis import correlate_job
+
+    check_output(args.out)
+    record = correlate_job(args.scores, args.drift, raw=args.raw)
+    write_record(args, record)
+    for entry in record["records"]:
+        print(f"importance on {entry['scores_task']} vs JS on {entry['drift_task']} "
+              f"(n={entry['n']}): r={_number(entry['pearson_r'])} "
+              f"(p={_number(entry['pearson_p'], 2)}), rho={_number(entry['spearman_rho'])} "
+              f"(p={_number(entry['spearman_p'], 2)}), js = {_number(entry['slope'], 4)} * "
+              f"importance + {_number(entry['intercept'], 4)}")
+    print(f"wrote {len(record['records'])} correlation record(s) to {args.out}")
+
+
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

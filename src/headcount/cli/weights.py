@@ -1,12 +1,56 @@
-"""Commands for unstructured weight-magnitude pruning (Gordon et al. 2020).
-
-`add_weight_pruning_commands(commands)` registers `weights-prune` and `sparsity-curve` on the
-`headcount` parser (`commands`: its subparsers). Thin, like `headcount.cli.app`: parse, call one
-library job (which writes its output atomically), print a short summary; user mistakes are
-HeadcountErrors.
-"""
+"""`headcount weights-prune` and `headcount sparsity-curve`: unstructured weight-magnitude
+pruning (Gordon et al. 2020; jobs in `headcount.jobs.weights`)."""
 
 from __future__ import annotations
+
+from headcount.choices import DEFAULT_SPARSITIES, SCOPES
+from headcount.cli._shared import (
+    add_device_flag,
+    add_model_and_data_flags,
+    add_model_argument,
+    check_output,
+    data_options,
+    is_main_process,
+    print_rows_written,
+    show_progress,
+)
+
+SCOPE_HELP = (f"{' or '.join(SCOPES)}; global: the smallest |w| over all encoder weight "
+              "matrices together; layer: the same share in each matrix (default global)")
+
+
+def add_weights_commands(commands) -> None:
+    """Register `weights-prune` and `sparsity-curve` on `commands` (the `headcount`
+    subparsers)."""
+    prune = commands.add_parser(
+        "weights-prune", help="zero the smallest encoder weights (magnitude pruning)",
+        description="Unstructured magnitude pruning (Gordon et al. 2020) of the weight "
+                    "matrices of the encoder's layers (attention and feed-forward; not the "
+                    "embeddings, pooler, heads, biases or LayerNorm): exactly round(s*N) "
+                    "weights become 0. The checkpoint keeps its own head and is saved with "
+                    "weight_pruning.json; `headcount finetune` keeps its zeros at 0.",
+    )
+    add_model_argument(prune)
+    prune.add_argument("--sparsity", type=float, required=True,
+                       help="share of the encoder's weights to zero, in [0, 1)")
+    prune.add_argument("--scope", default="global", help=SCOPE_HELP)
+    add_device_flag(prune, default="cpu")
+    prune.add_argument("--out", required=True, help="directory of the pruned checkpoint")
+    prune.set_defaults(run=_weights_prune)
+
+    curve = commands.add_parser(
+        "sparsity-curve", help="evaluate at several weight-pruning sparsities",
+        description="Prune the encoder's weights by magnitude to each sparsity (each level "
+                    "from the original weights) and evaluate; CSV rows with the metric, its "
+                    "value relative to sparsity 0, and the mean loss (for mlm:PATH, recall@1 "
+                    "and the masked-LM loss).",
+    )
+    add_model_and_data_flags(curve, default_split="dev")
+    curve.add_argument("--sparsities", type=float, nargs="+", default=list(DEFAULT_SPARSITIES),
+                       help="levels in [0, 1) (default 0 0.1 ... 0.9; 0 is always added)")
+    curve.add_argument("--scope", default="global", help=SCOPE_HELP)
+    curve.add_argument("--out", required=True, help="curve.csv to write")
+    curve.set_defaults(run=_sparsity_curve)
 
 
 def _weights_prune(args) -> None:
@@ -21,15 +65,13 @@ def _weights_prune(args) -> None:
 
 
 def _sparsity_curve(args) -> None:
-    from headcount.cli.app import _progress, data_options
-    from headcount.distributed import is_main_process
-    from headcount.io import check_output_path
     from headcount.jobs.weights import sparsity_curve_job
     from headcount.records import write_sparsity_csv
 
-    check_output_path(args.out)
+    check_output(args.out)
     rows = sparsity_curve_job(args.model, data_options(args), sparsities=args.sparsities,
-                              scope=args.scope, device=args.device, progress=_progress(args))
+                              scope=args.scope, device=args.device,
+                              progress=show_progress(args))
     if not is_main_process():
         return
     write_sparsity_csv(args.out, rows)
@@ -37,44 +79,4 @@ def _sparsity_curve(args) -> None:
         if row["main"]:
             print(f"sparsity {row['sparsity_achieved']:.3f}: {row['metric']}={row['value']:.4f} "
                   f"(relative {row['relative']:.3f}, loss {row['mean_loss']:.4f})")
-    print(f"wrote {len(rows)} rows to {args.out}")
-
-
-def add_weight_pruning_commands(commands) -> None:
-    """Register `weights-prune` and `sparsity-curve` on `commands` (the subparsers of the
-    `headcount` parser)."""
-    from headcount.choices import DEFAULT_SPARSITIES, SCOPES
-    from headcount.cli.app import add_data_flags
-
-    scope_help = (f"{' or '.join(SCOPES)}; global: the smallest |w| over all encoder weight "
-                  "matrices together; layer: the same share in each matrix (default global)")
-    prune = commands.add_parser(
-        "weights-prune", help="zero the smallest encoder weights (magnitude pruning)",
-        description="Unstructured magnitude pruning (Gordon et al. 2020) of the weight "
-                    "matrices of the encoder's layers (attention and feed-forward; not the "
-                    "embeddings, pooler, heads, biases or LayerNorm): exactly round(s*N) "
-                    "weights become 0. The checkpoint keeps its own head and is saved with "
-                    "weight_pruning.json; `headcount finetune` keeps its zeros at 0.",
-    )
-    prune.add_argument("model", help="local checkpoint directory or hub name")
-    prune.add_argument("--sparsity", type=float, required=True,
-                       help="share of the encoder's weights to zero, in [0, 1)")
-    prune.add_argument("--scope", default="global", help=scope_help)
-    prune.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    prune.add_argument("--out", required=True, help="directory of the pruned checkpoint")
-    prune.set_defaults(run=_weights_prune)
-
-    curve = commands.add_parser(
-        "sparsity-curve", help="evaluate at several weight-pruning sparsities",
-        description="Prune the encoder's weights by magnitude to each sparsity (each level "
-                    "from the original weights) and evaluate; CSV rows with the metric, its "
-                    "value relative to sparsity 0, and the mean loss (for mlm:PATH, recall@1 "
-                    "and the masked-LM loss).",
-    )
-    curve.add_argument("model", help="local checkpoint directory or hub name")
-    add_data_flags(curve, default_split="dev")
-    curve.add_argument("--sparsities", type=float, nargs="+", default=list(DEFAULT_SPARSITIES),
-                       help="levels in [0, 1) (default 0 0.1 ... 0.9; 0 is always added)")
-    curve.add_argument("--scope", default="global", help=scope_help)
-    curve.add_argument("--out", required=True, help="curve.csv to write")
-    curve.set_defaults(run=_sparsity_curve)
+    print_rows_written(rows, args.out)

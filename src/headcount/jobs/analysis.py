@@ -1,5 +1,6 @@
-"""The `compare`, `correlate` and `compensation` jobs: attention/feature drift between two
-checkpoints, importance-drift correlation, and how importance moves after pruning."""
+"""The `compare`, `correlate`, `recall` and `compensation` jobs: attention/feature drift
+between two checkpoints, importance-drift correlation, recall of important heads from pruning
+curves, and how importance moves after pruning."""
 
 from __future__ import annotations
 
@@ -114,6 +115,23 @@ def correlate_job(scores_paths: list[str], drift_path: str, *, raw: bool = False
         "records": records,
         "versions": versions(),
     }
+
+
+def recall_job(pretrain_paths: list[str], downstream_paths: list[str], *,
+               threshold: float = 0.9, step: float = 0.05) -> list[dict]:
+    """Recall over x from pruning-curve CSVs (`headcount curve`), pre-train and downstream;
+    the `recall.csv` rows: x, recall_mean, recall_std (population std over seeds), n,
+    per-seed values.
+
+    Example:
+        >>> rows = recall_job(["mlm_curve.csv"], ["sst2_seed0.csv", "sst2_seed1.csv"])
+        >>> rows[-1]["recall_mean"]  # x = 1
+    """
+    from headcount.recall import curve_steps, recall_rows
+
+    pretrain = [c for path in pretrain_paths for c in curve_steps(path)]
+    downstream = [c for path in downstream_paths for c in curve_steps(path)]
+    return recall_rows(pretrain, downstream, threshold=threshold, step=step)
 
 
 def compensation_job(before_path: str, after_path: str, model: str) -> dict:

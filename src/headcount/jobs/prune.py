@@ -55,8 +55,16 @@ class CurveRequest:
     keep_one_per_layer: bool = False
     physical: bool = True
     order: str = "importance"
-    draws: int = 1
+    draws: int | None = 1  # None: 5 for the random order, else 1
     estimator: str = "gradient"
+
+    @property
+    def num_draws(self) -> int:
+        # Random orders differ much from draw to draw; the layer orders only in their seeded
+        # start/parity and head order within a layer, importance not at all.
+        if self.draws is None:
+            return 5 if self.order == "random" else 1
+        return self.draws
 
     def settings(self) -> CurveSettings:
         ratios = None if self.ratios is None else sorted({0.0, *self.ratios})
@@ -67,7 +75,7 @@ class CurveRequest:
     def check(self) -> None:
         """Every combination that cannot work, refused before anything is loaded."""
         check_order(self.order)
-        draws, order = self.draws, self.order
+        draws, order = self.num_draws, self.order
         if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
             raise ConfigError(f"--draws {draws} must be a whole number >= 1")
         if order == "importance" and draws != 1:
@@ -156,7 +164,7 @@ def _order_curves(prepared: PreparedTask, model: str, request: CurveRequest,
                   progress: bool) -> list[dict]:
     """The rows of `request.draws` curves pruned in `request.order` (seeds seed + d)."""
     network, options, order, draws = prepared.model, prepared.options, request.order, \
-        request.draws
+        request.num_draws
     layout = head_layout(network)
     meta = {"model": model, "task": options.task, "rank_task": f"order:{order}",
             "normalize": "none", "schedule": request.schedule, "seed": options.seed,

@@ -21,7 +21,7 @@ import torch
 from conftest import WIKITEXT_DIR, write_tokenizer
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from headcount.cli.app import main
+from headcount.cli import main
 
 WIKI_VALID = WIKITEXT_DIR / "wiki.valid.tokens"
 MLM_TASK = f"mlm:{WIKI_VALID}"

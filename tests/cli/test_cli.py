@@ -23,8 +23,7 @@ import torch
 from conftest import WIKITEXT_DIR, write_tokenizer
 from transformers import GPT2Config, GPT2Model
 
-from headcount.cli import app as cli
-from headcount.cli.app import main
+from headcount.cli import main, one_line_warning
 from headcount.errors import DataError
 
 WIKI_VALID = WIKITEXT_DIR / "wiki.valid.tokens"
@@ -654,5 +653,5 @@ def test_command_help_exits_zero(capsys, command):
 
 
 def test_one_line_warning_format():
-    line = cli._one_line_warning(UserWarning("a\tb"), UserWarning, "x.py", 3)
+    line = one_line_warning(UserWarning("a\tb"), UserWarning, "x.py", 3)
     assert line == "headcount: warning: a\tb\n"
