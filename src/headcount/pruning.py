@@ -1,4 +1,4 @@
-"""Pruning orders and pruning curves.
+"""The pruning-curve engine: heads removed least-important-first, the model scored at each ratio.
 
 Heads are removed from least to most important in steps (default: 10% of all heads per
 step) and the task metric is measured at each ratio; relative performance is the metric

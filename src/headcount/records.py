@@ -105,28 +105,25 @@ def read_correlation(path: str | Path) -> dict:
     return record
 
 
-def read_curve_csv(path: str | Path) -> list[dict]:
+def _read_csv(path: str | Path, what: str, needed: set[str]) -> list[dict]:
+    """The rows of a headcount `what` CSV, refused when it lacks the `needed` columns."""
     path = Path(path)
     if not path.is_file():
-        raise HeadcountError(f"curve file not found: {path}")
+        raise HeadcountError(f"{what} file not found: {path}")
     with path.open(newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    needed = {"ratio_pruned", "relative", "metric", "main", "normalize", "seed", "task"}
     if not rows or not needed <= set(rows[0]):
-        raise HeadcountError(f"{path} is not a headcount curve CSV (columns {sorted(needed)})")
+        raise HeadcountError(f"{path} is not a headcount {what} CSV (columns {sorted(needed)})")
     return rows
+
+
+def read_curve_csv(path: str | Path) -> list[dict]:
+    return _read_csv(path, "curve", {"ratio_pruned", "relative", "metric", "main", "normalize",
+                                     "seed", "task"})
 
 
 def read_recall_csv(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise HeadcountError(f"recall file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    needed = {"x", "recall_mean", "recall_std", "threshold"}
-    if not rows or not needed <= set(rows[0]):
-        raise HeadcountError(f"{path} is not a headcount recall CSV (columns {sorted(needed)})")
-    return rows
+    return _read_csv(path, "recall", {"x", "recall_mean", "recall_std", "threshold"})
 
 
 def write_recall_csv(path: str | Path, rows: list[dict]) -> Path:

@@ -1,4 +1,5 @@
-"""Whole jobs, from a model name and a task spec to a result record (what the CLI runs)."""
+"""What every job starts from: the data options of a command, and "resolve the task, load the
+model for it, encode the examples" (`prepare_task`, a `PreparedTask` that also evaluates)."""
 
 from __future__ import annotations
 

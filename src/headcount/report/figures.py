@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
+from headcount.drift_plots import plot_drift_layers, plot_importance_js
 from headcount.plotting import (
     SEED_MARKERS,
     TASK_COLOURS,
     mpl_text,
     plot_curves,
-    plot_drift_layers,
     plot_grouped_bars,
-    plot_importance_js,
     plot_recall,
 )
 from headcount.report.aggregate import (

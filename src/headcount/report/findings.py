@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from headcount.plotting import drift_layer_means
+from headcount.drift_plots import drift_layer_means
 from headcount.report.aggregate import (
     CurveGroup,
     correlation_summary,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-from headcount.plotting import drift_layer_means
+from headcount.drift_plots import drift_layer_means
 from headcount.report.aggregate import (
     CurveGroup,
     correlation_summary,

@@ -30,10 +30,10 @@ class GlueTask:
     label_names: tuple[str, ...]
     metric: str  # 'mcc', 'accuracy', 'accuracy_f1' or 'pearson_spearman'
     directory: str
-    files: dict[str, str] = field(hash=False)
     hub_config: str
-    hub_splits: dict[str, str] = field(hash=False)
     hub_columns: tuple[str, str | None]
+    files: dict[str, str] = field(hash=False, default_factory=lambda: dict(_SPLITS))
+    hub_splits: dict[str, str] = field(hash=False, default_factory=lambda: dict(_HUB_SPLITS))
 
     @property
     def num_labels(self) -> int:
@@ -74,48 +74,34 @@ _MNLI_HUB_SPLITS = {
 _NLI3 = ("entailment", "neutral", "contradiction")
 
 
-def _task(name, kind, labels, metric, directory, config, columns, files=None, hub=None):
-    return GlueTask(
-        name=name,
-        kind=kind,
-        label_names=labels,
-        metric=metric,
-        directory=directory,
-        files=dict(files or _SPLITS),
-        hub_config=config,
-        hub_splits=dict(hub or _HUB_SPLITS),
-        hub_columns=columns,
-    )
-
-
 def _mnli(name: str, dev: str) -> GlueTask:
     # Both MNLI variants share the train file and accept either dev set by name; they differ
     # only in which dev set plain 'dev' (and 'validation') means.
     files = {**_MNLI_SPLITS, "dev": _MNLI_SPLITS[dev]}
     hub = {**_MNLI_HUB_SPLITS, "dev": _MNLI_HUB_SPLITS[dev]}
-    return _task(name, "classification", _NLI3, "accuracy", "MNLI", "mnli",
-                 ("premise", "hypothesis"), files, hub)
+    return GlueTask(name, "classification", _NLI3, "accuracy", "MNLI", "mnli",
+                    ("premise", "hypothesis"), files, hub)
 
 
 GLUE_TASKS: dict[str, GlueTask] = {
-    "cola": _task("cola", "classification", ("unacceptable", "acceptable"), "mcc",
-                  "CoLA", "cola", ("sentence", None)),
-    "sst2": _task("sst2", "classification", ("negative", "positive"), "accuracy",
-                  "SST-2", "sst2", ("sentence", None)),
-    "mrpc": _task("mrpc", "classification", ("not_equivalent", "equivalent"), "accuracy_f1",
-                  "MRPC", "mrpc", ("sentence1", "sentence2")),
-    "qqp": _task("qqp", "classification", ("not_duplicate", "duplicate"), "accuracy_f1",
-                 "QQP", "qqp", ("question1", "question2")),
-    "stsb": _task("stsb", "regression", (), "pearson_spearman",
-                  "STS-B", "stsb", ("sentence1", "sentence2")),
+    "cola": GlueTask("cola", "classification", ("unacceptable", "acceptable"), "mcc",
+                     "CoLA", "cola", ("sentence", None)),
+    "sst2": GlueTask("sst2", "classification", ("negative", "positive"), "accuracy",
+                     "SST-2", "sst2", ("sentence", None)),
+    "mrpc": GlueTask("mrpc", "classification", ("not_equivalent", "equivalent"), "accuracy_f1",
+                     "MRPC", "mrpc", ("sentence1", "sentence2")),
+    "qqp": GlueTask("qqp", "classification", ("not_duplicate", "duplicate"), "accuracy_f1",
+                    "QQP", "qqp", ("question1", "question2")),
+    "stsb": GlueTask("stsb", "regression", (), "pearson_spearman",
+                     "STS-B", "stsb", ("sentence1", "sentence2")),
     "mnli": _mnli("mnli", "dev_matched"),
     "mnli-mm": _mnli("mnli-mm", "dev_mismatched"),
-    "qnli": _task("qnli", "classification", ("entailment", "not_entailment"), "accuracy",
-                  "QNLI", "qnli", ("question", "sentence")),
-    "rte": _task("rte", "classification", ("entailment", "not_entailment"), "accuracy",
-                 "RTE", "rte", ("sentence1", "sentence2")),
-    "wnli": _task("wnli", "classification", ("not_entailment", "entailment"), "accuracy",
-                  "WNLI", "wnli", ("sentence1", "sentence2")),
+    "qnli": GlueTask("qnli", "classification", ("entailment", "not_entailment"), "accuracy",
+                     "QNLI", "qnli", ("question", "sentence")),
+    "rte": GlueTask("rte", "classification", ("entailment", "not_entailment"), "accuracy",
+                    "RTE", "rte", ("sentence1", "sentence2")),
+    "wnli": GlueTask("wnli", "classification", ("not_entailment", "entailment"), "accuracy",
+                     "WNLI", "wnli", ("sentence1", "sentence2")),
 }
 
 _LAYOUTS: dict[str, _Layout] = {
