@@ -66,13 +66,13 @@ from bench_importance import (  # noqa: E402
 )
 
 from headcount.ablation import ablation_importance, auto_heads_per_pass
-from headcount.arch import head_layout  # noqa: E402
 from headcount.data import prepare_data  # noqa: E402
 from headcount.estimators import estimate_importance
 from headcount.forward import task_outputs  # noqa: E402
 from headcount.gates import gate_heads  # noqa: E402
 from headcount.importance import head_importance  # noqa: E402
 from headcount.io import write_json  # noqa: E402
+from headcount.layouts import head_layout
 from headcount.models import load_model, resolve_device  # noqa: E402
 from headcount.tasks.registry import resolve_task  # noqa: E402
 

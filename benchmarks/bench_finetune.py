@@ -71,10 +71,11 @@ from pathlib import Path
 
 import torch
 
-from headcount.arch import encoder_of, head_layout, takes_token_types
+from headcount.arch import encoder_of, takes_token_types
 from headcount.data import EncodedData, prepare_data
 from headcount.drift import attention_drift
 from headcount.io import write_json
+from headcount.layouts import head_layout
 from headcount.models import load_model, resolve_device
 from headcount.tasks.registry import resolve_task
 from headcount.training import TrainingConfig, finetune

@@ -52,12 +52,12 @@ from pathlib import Path
 
 import torch
 
-from headcount.arch import head_layout
 from headcount.data import EncodedData, prepare_data
 from headcount.forward import task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import frozen_parameters, head_importance
 from headcount.io import write_json
+from headcount.layouts import head_layout
 from headcount.models import load_model, resolve_device
 from headcount.tasks.registry import resolve_task
 

@@ -63,13 +63,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from headcount.arch import head_layout
 from headcount.data import prepare_data
 from headcount.evaluation import Evaluation, evaluate
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance, normalize
 from headcount.io import write_json
+from headcount.layouts import head_layout
 from headcount.models import quiet_transformers, resolve_device
 from headcount.pruning import CurveSettings, Ranking, least_important_first, pruning_curve
 from headcount.removal import attention_parameter_count, remove_heads

@@ -10,9 +10,9 @@ from conftest import FAMILIES, make_model, random_batch, write_tokenizer
 from torch.testing import assert_close
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-from headcount.arch import head_layout
 from headcount.checkpoints import load_pruned, save_pruned, save_pruned_atomically
 from headcount.errors import HeadcountError
+from headcount.layouts import head_layout
 from headcount.models import load_model
 from headcount.removal import remove_heads
 

@@ -19,7 +19,7 @@ from torch.testing import assert_close
 
 import headcount.ablation as ablation
 from headcount.ablation import ablation_importance, auto_heads_per_pass
-from headcount.arch import attention_blocks, head_layout
+from headcount.arch import attention_blocks
 from headcount.attention import attention_statistics
 from headcount.choices import ESTIMATORS
 from headcount.cli.app import main
@@ -28,6 +28,7 @@ from headcount.estimators import estimate_importance, magnitude_importance
 from headcount.forward import task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance
+from headcount.layouts import head_layout
 from headcount.removal import remove_heads
 from headcount.tasks.mlm import IGNORE_INDEX
 

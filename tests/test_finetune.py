@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import make_model, save_checkpoint, toy_data
 
-from headcount.arch import head_layout
 from headcount.checkpoints import save_pruned
 from headcount.cli.app import main
 from headcount.errors import ConfigError, UnsupportedModelError
+from headcount.layouts import head_layout
 from headcount.removal import remove_heads
 from headcount.training import TrainingConfig, finetune, freeze_lower_layers
 

@@ -8,9 +8,10 @@ from conftest import FAMILIES, make_config, make_model, random_batch
 from torch.testing import assert_close
 from transformers import GPT2Config, GPT2Model
 
-from headcount.arch import attention_blocks, head_layout
+from headcount.arch import attention_blocks
 from headcount.errors import UnsupportedModelError
 from headcount.gates import gate_heads
+from headcount.layouts import head_layout
 
 IMPLEMENTATIONS = ("sdpa", "eager")
 

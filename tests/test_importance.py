@@ -7,11 +7,11 @@ import torch
 from conftest import FAMILIES, classification_batch, make_model, mlm_batch, random_batch
 from torch.testing import assert_close
 
-from headcount.arch import head_layout
 from headcount.errors import ConfigError
 from headcount.forward import task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import head_importance, normalize
+from headcount.layouts import head_layout
 
 
 def split_examples(batch):

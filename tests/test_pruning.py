@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import make_model, random_batch
 
-from headcount.arch import head_layout
 from headcount.errors import ConfigError
 from headcount.evaluation import Evaluation, evaluate
 from headcount.importance import head_importance, normalize
+from headcount.layouts import head_layout
 from headcount.pruning import (
     CurveSettings,
     Ranking,

@@ -9,10 +9,10 @@ import torch
 from conftest import FAMILIES, make_model, random_batch
 from torch.testing import assert_close
 
-from headcount.arch import head_layout
 from headcount.errors import ConfigError
 from headcount.gates import gate_heads
 from headcount.importance import head_importance
+from headcount.layouts import head_layout
 from headcount.removal import NoHeads, attention_parameter_count, remove_heads
 
 # Layer 1 loses every head: the removed model must still match (output bias only).

@@ -46,12 +46,13 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from headcount.arch import HeadLayout, head_layout, layer_stack
+from headcount.arch import layer_stack
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
 from headcount.forward import batches_on_device, eval_mode, model_device, task_outputs
 from headcount.gates import gate_heads
 from headcount.importance import Importance
+from headcount.layouts import HeadLayout, head_layout
 from headcount.tasks.mlm import IGNORE_INDEX
 
 CPU_BUDGET_BYTES = 128 << 20

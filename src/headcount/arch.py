@@ -1,9 +1,12 @@
-"""Where each supported architecture keeps its attention heads.
+"""Where each supported architecture keeps its attention heads and feed-forward neurons.
 
 One small adapter per model family names the modules headcount touches: the attention
 output projection of every layer (its input is the concatenated per-head context, where
-the gate hooks go), the query/key/value projections (for physical removal), and the
-masked-LM head (so that vocabulary logits can be computed at masked positions only).
+the gate hooks go), the query/key/value projections (for physical removal), the two
+feed-forward projections (a neuron is a row of the first and a column of the second), and
+the masked-LM head (so that vocabulary logits can be computed at masked positions only).
+How many heads and neurons a model has, and which are left after pruning, is
+`headcount.layouts`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.errors import ConfigError, UnsupportedModelError
+from headcount.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,24 @@ class AttentionBlock:
 
 
 @dataclass(frozen=True)
+class FeedForward:
+    """The two projections of one feed-forward block: neuron j is row j of `intermediate`
+    (and its bias) and column j of `output`, whose input (the activation) is gated."""
+
+    intermediate_owner: nn.Module
+    output_owner: nn.Module
+    names: tuple[str, str]  # intermediate, output
+
+    @property
+    def intermediate(self) -> nn.Linear:
+        return getattr(self.intermediate_owner, self.names[0])
+
+    @property
+    def output(self) -> nn.Linear:
+        return getattr(self.output_owner, self.names[1])
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     # encoder (the model's base model) -> one AttentionBlock per distinct set of weights
@@ -58,6 +79,8 @@ class Family:
     # full model with an MLM head -> function mapping hidden states [n, hidden] to logits
     # [n, vocab]; None when the model class has no MLM head
     mlm_head: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor] | None]
+    # encoder -> one FeedForward per distinct set of weights
+    feed_forwards: Callable[[nn.Module], list[FeedForward]] = None
     # whether the encoder's forward takes token_type_ids at all
     takes_token_types: bool = True
     # RoBERTa-style position ids start after the padding index, costing pad_token_id + 1 slots
@@ -74,6 +97,22 @@ def _bert_like_blocks(encoder: nn.Module) -> list[AttentionBlock]:
         )
         for layer in encoder.encoder.layer
     ]
+
+
+def _bert_like_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
+    return [FeedForward(layer.intermediate, layer.output, ("dense", "dense"))
+            for layer in encoder.encoder.layer]
+
+
+def _distilbert_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
+    return [FeedForward(layer.ffn, layer.ffn, ("lin1", "lin2"))
+            for layer in encoder.transformer.layer]
+
+
+def _albert_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
+    _albert_blocks(encoder)  # refuses layouts other than one group with one layer
+    layer = encoder.encoder.albert_layer_groups[0].albert_layers[0]
+    return [FeedForward(layer, layer, ("ffn", "ffn_output"))]
 
 
 def _distilbert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
@@ -130,18 +169,16 @@ def _distilbert_head(model: nn.Module):
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", _bert_like_blocks, _head("cls")),
-    "roberta": Family(
-        "roberta", _bert_like_blocks, _head("lm_head"), position_offset_from_padding=True
-    ),
-    "xlm-roberta": Family(
-        "xlm-roberta", _bert_like_blocks, _head("lm_head"), position_offset_from_padding=True
-    ),
-    "electra": Family("electra", _bert_like_blocks, _electra_head),
-    "distilbert": Family(
-        "distilbert", _distilbert_blocks, _distilbert_head, takes_token_types=False
-    ),
-    "albert": Family("albert", _albert_blocks, _head("predictions"), shared_layers=True),
+    "bert": Family("bert", _bert_like_blocks, _head("cls"), _bert_like_feed_forwards),
+    "roberta": Family("roberta", _bert_like_blocks, _head("lm_head"), _bert_like_feed_forwards,
+                      position_offset_from_padding=True),
+    "xlm-roberta": Family("xlm-roberta", _bert_like_blocks, _head("lm_head"),
+                          _bert_like_feed_forwards, position_offset_from_padding=True),
+    "electra": Family("electra", _bert_like_blocks, _electra_head, _bert_like_feed_forwards),
+    "distilbert": Family("distilbert", _distilbert_blocks, _distilbert_head,
+                         _distilbert_feed_forwards, takes_token_types=False),
+    "albert": Family("albert", _albert_blocks, _head("predictions"), _albert_feed_forwards,
+                     shared_layers=True),
 }
 
 SUPPORTED = tuple(FAMILIES)
@@ -155,76 +192,6 @@ def family_of(config) -> Family:
             f"Unsupported architecture '{model_type}'. Supported: {', '.join(SUPPORTED)}"
         )
     return FAMILIES[model_type]
-
-
-# Config attribute that records which heads a physically pruned model still has.
-KEPT_HEADS_KEY = "headcount_kept_heads"
-
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """How many heads a model has and how gates index them.
-
-    `num_layers` counts layer applications: for ALBERT that is num_hidden_layers, although
-    only one set of attention weights exists (`shared_layers`). `num_heads` is the original
-    number of heads per layer: gates and scores always index heads by their original
-    position. `kept` lists, per distinct layer (one row for ALBERT), the original indices of
-    the heads still present; it is every head unless heads were physically removed.
-    """
-
-    family: str
-    num_layers: int
-    num_heads: int
-    head_dim: int
-    shared_layers: bool
-    kept: tuple[tuple[int, ...], ...]
-
-    @property
-    def num_distinct_layers(self) -> int:
-        """Rows of a score table: 1 for ALBERT's shared heads, else num_layers."""
-        return 1 if self.shared_layers else self.num_layers
-
-    @property
-    def total_heads(self) -> int:
-        """Heads that exist in the original model (ALBERT: its shared heads)."""
-        return self.num_distinct_layers * self.num_heads
-
-    @property
-    def heads_remaining(self) -> int:
-        return sum(len(heads) for heads in self.kept)
-
-    def kept_in_application(self, layer: int) -> tuple[int, ...]:
-        """Heads present when layer application `layer` runs."""
-        return self.kept[0 if self.shared_layers else layer]
-
-    def resolve_shared(self, shared: bool | None) -> bool:
-        """Whether scores are one per shared head: the default (None) is True exactly for
-        models whose layers share weights (ALBERT); True for any other is an error."""
-        if shared is None:
-            return self.shared_layers
-        if shared and not self.shared_layers:
-            raise ConfigError(
-                f"shared=True needs a model whose layers share weights (ALBERT); "
-                f"'{self.family}' has {self.num_layers} distinct layers"
-            )
-        return shared
-
-    def score_rows(self, shared: bool) -> int:
-        """Rows of a score table: one for shared heads, else one per layer application."""
-        return 1 if shared else self.num_layers
-
-
-def architecture_signature(model: nn.Module) -> dict:
-    """What scores must agree with to be applied to a model: family and head grid."""
-    layout = head_layout(model)
-    config = model.config
-    return {
-        "family": layout.family,
-        "layers": layout.num_distinct_layers,
-        "heads": layout.num_heads,
-        "hidden_size": getattr(config, "hidden_size", None) or config.dim,
-        "layer_applications": layout.num_layers,
-    }
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -247,21 +214,9 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
     return family_of(model.config).blocks(encoder_of(model))
 
 
-def head_layout(model: nn.Module) -> HeadLayout:
-    family = family_of(model.config)
-    family.blocks(encoder_of(model))  # refuses layouts the adapters cannot handle
-    config = model.config
-    num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
-    hidden = getattr(config, "hidden_size", None) or config.dim
-    distinct = 1 if family.shared_layers else num_layers
-    kept = getattr(config, KEPT_HEADS_KEY, None)
-    if kept is None:
-        kept = [range(num_heads)] * distinct
-    return HeadLayout(
-        family.name, num_layers, num_heads, hidden // num_heads, family.shared_layers,
-        tuple(tuple(int(h) for h in heads) for heads in kept),
-    )
+def feed_forwards(model: nn.Module) -> list[FeedForward]:
+    """One FeedForward per distinct layer (one for ALBERT's shared layer)."""
+    return family_of(model.config).feed_forwards(encoder_of(model))
 
 
 def max_positions(config) -> int:

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.arch import attention_blocks, head_layout
+from headcount.arch import attention_blocks
 from headcount.choices import ATTENTION_ESTIMATORS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError, UnsupportedModelError
 from headcount.forward import batches_on_device, eval_mode, model_device, model_inputs, task_outputs
 from headcount.importance import Importance
+from headcount.layouts import head_layout
 
 
 @dataclass(frozen=True)

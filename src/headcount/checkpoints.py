@@ -17,9 +17,9 @@ from pathlib import Path
 
 from torch import nn
 
-from headcount.arch import KEPT_HEADS_KEY, head_layout
 from headcount.errors import HeadcountError
 from headcount.io import write_json
+from headcount.layouts import KEPT_HEADS_KEY, head_layout
 from headcount.removal import remove_heads
 
 LAYOUT_FILE = "heads.json"

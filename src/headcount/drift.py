@@ -35,15 +35,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.arch import (
-    HeadLayout,
-    architecture_signature,
-    encoder_of,
-    head_layout,
-)
+from headcount.arch import encoder_of
 from headcount.attention import per_example_mean, recording_attention, restricted_to_real_keys
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.forward import batches_on_device, eval_mode, model_device, model_inputs
+from headcount.layouts import HeadLayout, architecture_signature, head_layout
 
 AVERAGING = (
     "js: per head, the Jensen-Shannon divergence (log base 2, in [0, 1]) between the two "

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from headcount.ablation import ablation_importance
-from headcount.arch import attention_blocks, head_layout
+from headcount.arch import attention_blocks
 from headcount.attention import attention_statistics
 from headcount.choices import ESTIMATORS, check_choice
 from headcount.errors import ConfigError
 from headcount.importance import Importance, head_importance
+from headcount.layouts import head_layout
 
 
 def check_estimator(estimator: str) -> None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.arch import attention_blocks, encoder_of, head_layout
+from headcount.arch import attention_blocks, encoder_of
+from headcount.layouts import head_layout
 
 
 @dataclass(frozen=True)

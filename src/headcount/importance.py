@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.arch import head_layout
 from headcount.choices import NORMALIZATIONS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
 from headcount.forward import batches_on_device, eval_mode, task_outputs
 from headcount.gates import gate_heads
+from headcount.layouts import head_layout
 
 
 @dataclass(frozen=True)

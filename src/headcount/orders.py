@@ -46,9 +46,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from headcount.arch import head_layout
 from headcount.choices import LAYER_ORDERS, ORDERS, check_choice
 from headcount.errors import ConfigError
+from headcount.layouts import head_layout
 from headcount.removal import Head
 
 # Columns of curve rows that differ between draws of one order; every other column (with

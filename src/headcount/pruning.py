@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from headcount.arch import head_layout
 from headcount.choices import SCHEDULES, check_choice
 from headcount.errors import ConfigError
 from headcount.evaluation import Evaluation
 from headcount.gates import gate_heads
 from headcount.importance import normalize
+from headcount.layouts import head_layout
 from headcount.removal import Head, remove_heads
 
 

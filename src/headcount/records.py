@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from headcount.arch import architecture_signature
 from headcount.drift import DRIFT_KEYS
 from headcount.errors import HeadcountError
 from headcount.io import read_json_record, read_scores_record, write_atomic, write_csv
+from headcount.layouts import architecture_signature
 from headcount.pruning import CurvePoint
 
 CURVE_COLUMNS = (

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from headcount.arch import KEPT_HEADS_KEY, AttentionBlock, attention_blocks, head_layout
+from headcount.arch import AttentionBlock, attention_blocks
 from headcount.errors import ConfigError
+from headcount.layouts import KEPT_HEADS_KEY, head_layout
 
 Head = tuple[int, int]  # (layer, head); layer 0 for ALBERT's shared heads
 

@@ -8,7 +8,6 @@ from dataclasses import asdict, replace
 
 import torch
 
-from headcount.arch import architecture_signature
 from headcount.compensation import compensation_record
 from headcount.correlation import correlation_record
 from headcount.drift import (
@@ -20,6 +19,7 @@ from headcount.drift import (
 )
 from headcount.errors import HeadcountError
 from headcount.io import read_scores_record, versions
+from headcount.layouts import architecture_signature
 
 
 def _unlabelled(task):
@@ -138,9 +138,9 @@ def compensation_job(before_path: str, after_path: str, model: str) -> dict:
     """Compensation from two `scores.json` of the same pruned checkpoint `model`, estimated
     before and after fine-tuning it (raw scores are compared; the heads it still has are
     read from its config)."""
-    from headcount.arch import KEPT_HEADS_KEY
     from headcount.errors import HeadcountError
     from headcount.io import read_scores_record, versions
+    from headcount.layouts import KEPT_HEADS_KEY
     from headcount.models import load_config
 
     records = [read_scores_record(path, required=("raw_scores",))

@@ -3,11 +3,11 @@ record out."""
 
 from __future__ import annotations
 
-from headcount.arch import architecture_signature, head_layout
 from headcount.estimators import check_estimator, estimate_for_record
 from headcount.importance import check_normalization
 from headcount.io import versions
 from headcount.jobs.prepared import DataOptions, data_record, prepare_task
+from headcount.layouts import architecture_signature, head_layout
 
 
 def importance_job(

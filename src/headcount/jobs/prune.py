@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
-from headcount.arch import head_layout
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError
 from headcount.estimators import check_estimator, estimate_importance
@@ -19,6 +18,7 @@ from headcount.jobs.prepared import (
     prepare_for,
     prepare_task,
 )
+from headcount.layouts import head_layout
 from headcount.models import CHECKPOINT_HEAD, load_model
 from headcount.orders import check_order, model_head_order, order_scores
 from headcount.pruning import (

@@ -61,10 +61,10 @@ def pruned_finetune_result(ctx: UnitContext, tuned: TunedModel, order: str,
     """The fine-tuned model with `ratio` of its heads removed in `order` (importance: least
     important first by the study's first normalisation), scored before and after fine-tuning
     it again; with the importance of the remaining heads before and after (compensation)."""
-    from headcount.arch import head_layout
     from headcount.compensation import compensation_record
     from headcount.jobs.prepared import prepare_for, prepare_task
     from headcount.jobs.train import train_and_score
+    from headcount.layouts import head_layout
     from headcount.removal import remove_heads
 
     config = ctx.config
