@@ -13,7 +13,8 @@ from headcount.errors import ConfigError
 from headcount.gates import gate_heads
 from headcount.importance import head_importance
 from headcount.layouts import head_layout
-from headcount.removal import NoHeads, attention_parameter_count, remove_heads
+from headcount.removal import attention_parameter_count, remove_heads
+from headcount.resize import NoHeads
 
 # Layer 1 loses every head: the removed model must still match (output bias only).
 HEADS = [(0, 1), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]

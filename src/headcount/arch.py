@@ -18,39 +18,41 @@ import torch
 from torch import nn
 
 from headcount.errors import UnsupportedModelError
+from headcount.resize import layer_modules, module_at
 
 
 @dataclass(frozen=True)
 class AttentionBlock:
-    """The projections of one attention block; `output` is gated, q/k/v are pruned with it.
+    """The projections of one layer's attention: `output` is gated, the per-head projections
+    (query, key, value, ...) are pruned with it (see `headcount.resize`)."""
 
-    `attention` owns the query/key/value projections (BERT: `attention.self`), `output_owner`
-    owns the output projection; `names` are their attribute names, so that physical removal
-    can put smaller layers in their place.
-    """
+    layer: nn.Module
+    paths: dict
 
-    attention: nn.Module
-    output_owner: nn.Module
-    names: tuple[str, str, str, str]  # query, key, value, output
-    # (parent module, attribute) of `attention`, to swap it for a stand-in when every head
-    # of the layer is removed
-    slot: tuple[nn.Module, str]
+    @property
+    def attention(self) -> nn.Module:
+        """The module that owns the per-head projections (its forward returns the context
+        and, with eager attention, the attention probabilities)."""
+        return module_at(self.layer, self.paths["attention"])
+
+    def _row(self, index: int) -> nn.Linear:
+        return getattr(self.attention, self.paths["head_rows"][index])
 
     @property
     def query(self) -> nn.Linear:
-        return getattr(self.attention, self.names[0])
+        return self._row(0)
 
     @property
     def key(self) -> nn.Linear:
-        return getattr(self.attention, self.names[1])
+        return self._row(1)
 
     @property
     def value(self) -> nn.Linear:
-        return getattr(self.attention, self.names[2])
+        return self._row(2)
 
     @property
     def output(self) -> nn.Linear:
-        return getattr(self.output_owner, self.names[3])
+        return module_at(self.layer, self.paths["attention_output"])
 
 
 @dataclass(frozen=True)
@@ -58,75 +60,63 @@ class FeedForward:
     """The two projections of one feed-forward block: neuron j is row j of `intermediate`
     (and its bias) and column j of `output`, whose input (the activation) is gated."""
 
-    intermediate_owner: nn.Module
-    output_owner: nn.Module
-    names: tuple[str, str]  # intermediate, output
+    layer: nn.Module
+    paths: dict
 
     @property
     def intermediate(self) -> nn.Linear:
-        return getattr(self.intermediate_owner, self.names[0])
+        return module_at(self.layer, self.paths["intermediate"])
 
     @property
     def output(self) -> nn.Linear:
-        return getattr(self.output_owner, self.names[1])
+        return module_at(self.layer, self.paths["ffn_output"])
+
+
+# Auto classes a pruned checkpoint maps to its family's classes (`<Prefix>Model`, ...), so that
+# stock transformers loads it with whichever head it has.
+AUTO_CLASSES = ("Model", "ForSequenceClassification", "ForMaskedLM", "ForTokenClassification",
+                "ForQuestionAnswering", "ForMultipleChoice")
 
 
 @dataclass(frozen=True)
 class Family:
+    """An architecture: where its modules live (`paths`, see `headcount.resize`), its
+    masked-LM head, and what its inputs and layers are like."""
+
     name: str
-    # encoder (the model's base model) -> one AttentionBlock per distinct set of weights
-    blocks: Callable[[nn.Module], list[AttentionBlock]]
+    paths: dict
     # full model with an MLM head -> function mapping hidden states [n, hidden] to logits
     # [n, vocab]; None when the model class has no MLM head
     mlm_head: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor] | None]
-    # encoder -> one FeedForward per distinct set of weights
-    feed_forwards: Callable[[nn.Module], list[FeedForward]] = None
+    class_prefix: str  # transformers' classes: f"{class_prefix}ForMaskedLM", ...
     # whether the encoder's forward takes token_type_ids at all
     takes_token_types: bool = True
     # RoBERTa-style position ids start after the padding index, costing pad_token_id + 1 slots
     position_offset_from_padding: bool = False
     # ALBERT: one layer's weights applied num_hidden_layers times
     shared_layers: bool = False
+    # encoder -> None, or an UnsupportedModelError for a layout the paths cannot handle
+    check: Callable[[nn.Module], None] | None = None
 
 
-def _bert_like_blocks(encoder: nn.Module) -> list[AttentionBlock]:
-    return [
-        AttentionBlock(
-            layer.attention.self, layer.attention.output, ("query", "key", "value", "dense"),
-            (layer.attention, "self"),
-        )
-        for layer in encoder.encoder.layer
-    ]
+BERT_PATHS = {
+    "layers": "encoder.layer", "attention": "attention.self",
+    "head_rows": ["query", "key", "value"], "attention_output": "attention.output.dense",
+    "intermediate": "intermediate.dense", "ffn_output": "output.dense",
+}
+DISTILBERT_PATHS = {
+    "layers": "transformer.layer", "attention": "attention",
+    "head_rows": ["q_lin", "k_lin", "v_lin"], "attention_output": "attention.out_lin",
+    "intermediate": "ffn.lin1", "ffn_output": "ffn.lin2",
+}
+ALBERT_PATHS = {
+    "layers": "encoder.albert_layer_groups.0.albert_layers", "attention": "attention",
+    "head_rows": ["query", "key", "value"], "attention_output": "attention.dense",
+    "intermediate": "ffn", "ffn_output": "ffn_output",
+}
 
 
-def _bert_like_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
-    return [FeedForward(layer.intermediate, layer.output, ("dense", "dense"))
-            for layer in encoder.encoder.layer]
-
-
-def _distilbert_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
-    return [FeedForward(layer.ffn, layer.ffn, ("lin1", "lin2"))
-            for layer in encoder.transformer.layer]
-
-
-def _albert_feed_forwards(encoder: nn.Module) -> list[FeedForward]:
-    _albert_blocks(encoder)  # refuses layouts other than one group with one layer
-    layer = encoder.encoder.albert_layer_groups[0].albert_layers[0]
-    return [FeedForward(layer, layer, ("ffn", "ffn_output"))]
-
-
-def _distilbert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
-    # DistilBERT's attention module holds its output projection too.
-    return [
-        AttentionBlock(
-            layer.attention, layer.attention, ("q_lin", "k_lin", "v_lin", "out_lin"),
-            (layer, "attention"),
-        )
-        for layer in encoder.transformer.layer
-    ]
-
-
-def _albert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
+def _check_albert(encoder: nn.Module) -> None:
     groups = encoder.encoder.albert_layer_groups
     if len(groups) != 1 or len(groups[0].albert_layers) != 1:
         # Every released ALBERT checkpoint has one group with one layer; others would need a
@@ -136,13 +126,6 @@ def _albert_blocks(encoder: nn.Module) -> list[AttentionBlock]:
             f"inner_group_num={len(groups[0].albert_layers)} is not supported; "
             "only the released layout (1 group, 1 shared layer) is"
         )
-    layer = groups[0].albert_layers[0]
-    return [
-        AttentionBlock(
-            layer.attention, layer.attention, ("query", "key", "value", "dense"),
-            (layer, "attention"),
-        )
-    ]
 
 
 def _head(attribute: str):
@@ -169,16 +152,16 @@ def _distilbert_head(model: nn.Module):
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", _bert_like_blocks, _head("cls"), _bert_like_feed_forwards),
-    "roberta": Family("roberta", _bert_like_blocks, _head("lm_head"), _bert_like_feed_forwards,
+    "bert": Family("bert", BERT_PATHS, _head("cls"), "Bert"),
+    "roberta": Family("roberta", BERT_PATHS, _head("lm_head"), "Roberta",
                       position_offset_from_padding=True),
-    "xlm-roberta": Family("xlm-roberta", _bert_like_blocks, _head("lm_head"),
-                          _bert_like_feed_forwards, position_offset_from_padding=True),
-    "electra": Family("electra", _bert_like_blocks, _electra_head, _bert_like_feed_forwards),
-    "distilbert": Family("distilbert", _distilbert_blocks, _distilbert_head,
-                         _distilbert_feed_forwards, takes_token_types=False),
-    "albert": Family("albert", _albert_blocks, _head("predictions"), _albert_feed_forwards,
-                     shared_layers=True),
+    "xlm-roberta": Family("xlm-roberta", BERT_PATHS, _head("lm_head"), "XLMRoberta",
+                          position_offset_from_padding=True),
+    "electra": Family("electra", BERT_PATHS, _electra_head, "Electra"),
+    "distilbert": Family("distilbert", DISTILBERT_PATHS, _distilbert_head, "DistilBert",
+                         takes_token_types=False),
+    "albert": Family("albert", ALBERT_PATHS, _head("predictions"), "Albert",
+                     shared_layers=True, check=_check_albert),
 }
 
 SUPPORTED = tuple(FAMILIES)
@@ -206,17 +189,27 @@ def layer_stack(model: nn.Module) -> nn.ModuleList | None:
     family = family_of(model.config)
     if family.shared_layers:
         return None
+    return module_at(encoder_of(model), family.paths["layers"])
+
+
+def distinct_layers(model: nn.Module) -> list[nn.Module]:
+    """The encoder's distinct layers (one for ALBERT), checked against the family's layout."""
+    family = family_of(model.config)
     encoder = encoder_of(model)
-    return encoder.transformer.layer if family.name == "distilbert" else encoder.encoder.layer
+    if family.check is not None:
+        family.check(encoder)
+    return layer_modules(encoder, family.paths)
 
 
 def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
-    return family_of(model.config).blocks(encoder_of(model))
+    paths = family_of(model.config).paths
+    return [AttentionBlock(layer, paths) for layer in distinct_layers(model)]
 
 
 def feed_forwards(model: nn.Module) -> list[FeedForward]:
     """One FeedForward per distinct layer (one for ALBERT's shared layer)."""
-    return family_of(model.config).feed_forwards(encoder_of(model))
+    paths = family_of(model.config).paths
+    return [FeedForward(layer, paths) for layer in distinct_layers(model)]
 
 
 def max_positions(config) -> int:

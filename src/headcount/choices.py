@@ -21,6 +21,7 @@ ORDERS = ("importance", "random", *LAYER_ORDERS)
 SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")  # of weight-magnitude pruning
 PROBLEMS = ("classification", "regression")  # what a new task head predicts
+UNITS = ("heads", "neurons", "both")  # what importance, curves and pruning act on
 DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
 # Defaults of fitting a masked-LM head (`headcount fit-mlm-head`), here so that its --help
 # can show them. Sized for a CPU (all-MiniLM-L6-v2 on BBC News: about 1-2 minutes on 2

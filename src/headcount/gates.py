@@ -1,4 +1,4 @@
-"""Gate every attention head with a forward pre-hook on the attention output projection.
+"""Gate every attention head, and every feed-forward neuron, with a forward pre-hook.
 
 The output projection's input is the concatenated context of all heads,
 `[batch, seq, heads * d_head]`. Scaling head h's slice by ξ_h is exactly Michel et al.'s
@@ -14,6 +14,11 @@ simply unused):
 - `[B, L, H]`  one gate per example and head (exact per-example gradients in one pass);
 - with `shared=True` (ALBERT only, whose one layer runs L times): `[H]` or `[B, H]`, one
   gate per head used by every application, so autograd sums ∂L/∂ξ_h^(l) over l.
+
+A feed-forward neuron is gated the same way: the hook sits on the feed-forward output
+projection, whose input is the intermediate activation `[batch, seq, neurons]`, and scales
+neuron j's feature; the shapes are the same with neurons (the original intermediate size)
+for heads.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headcount.arch import attention_blocks, encoder_of
-from headcount.layouts import head_layout
+from headcount.arch import attention_blocks, encoder_of, feed_forwards
+from headcount.layouts import head_layout, neuron_layout
 
 
 @dataclass(frozen=True)
@@ -158,3 +163,37 @@ def gate_heads(model: nn.Module, gate: torch.Tensor, *, shared: bool = False) ->
     """
     with gate_units(gated_heads(model), gate, shared=shared):
         yield
+
+
+def gated_neurons(model: nn.Module) -> GatedUnits:
+    """The model's feed-forward neurons as gated units (on each feed-forward output
+    projection, whose input is the intermediate activation, one feature per neuron)."""
+    layout = neuron_layout(model)
+    return GatedUnits(
+        projections=tuple(block.output for block in feed_forwards(model)),
+        kept=layout.kept, num_units=layout.num_neurons, width=1,
+        num_layers=layout.num_layers, shared_layers=layout.shared_layers,
+        encoder=encoder_of(model), what="neurons",
+    )
+
+
+@contextmanager
+def gate_neurons(model: nn.Module, gate: torch.Tensor, *,
+                 shared: bool = False) -> Iterator[None]:
+    """Scale each feed-forward neuron's activation by `gate` inside the block (shapes as for
+    heads, with neurons for heads: `[layers, neurons]`, `[batch, layers, neurons]`, and for
+    ALBERT with `shared=True` `[neurons]` or `[batch, neurons]`); the hooks go on exit or
+    error.
+
+    Example:
+        >>> mask = torch.ones(6, 1536); mask[2, :768] = 0
+        >>> with gate_neurons(model, mask):
+        ...     logits = model(**batch).logits   # half of layer 2's neurons switched off
+    """
+    with gate_units(gated_neurons(model), gate, shared=shared):
+        yield
+
+
+def gated(model: nn.Module, units: str) -> GatedUnits:
+    """`gated_heads` or `gated_neurons`, by unit kind ("heads" or "neurons")."""
+    return gated_heads(model) if units == "heads" else gated_neurons(model)

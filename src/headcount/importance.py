@@ -2,6 +2,9 @@
 
     I[l, h] = mean over examples x of |∂L(x)/∂ξ[l, h]|   at ξ ≡ 1
 
+Feed-forward neurons get the same estimator and normalisations, with ξ[l, j] the gate on
+neuron j's activation; heads and neurons come from the same backward pass.
+
 The absolute value is taken per example. A gate of shape [batch, layers, heads] gives each
 example its own ξ, so one backward pass of the summed per-example losses yields every
 example's own gradient. (A single gate shared by the batch would give |Σ_x ∂L/∂ξ|, a
@@ -15,24 +18,25 @@ the gradient is Σ_l ∂L/∂ξ_h^(l) before the absolute value: I_h = mean |Σ_
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from headcount.choices import NORMALIZATIONS, check_choice
+from headcount.choices import NORMALIZATIONS, UNITS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
-from headcount.forward import batches_on_device, eval_mode, task_outputs
-from headcount.gates import gate_heads
-from headcount.layouts import head_layout
+from headcount.forward import batches_on_device, eval_mode, model_device, task_outputs
+from headcount.gates import gate_units, gated
+from headcount.layouts import UNIT_KINDS, head_layout, unit_layout
 
 
 @dataclass(frozen=True)
 class Importance:
-    """Raw importance (the per-example mean of |∂L/∂ξ|), `[layers, heads]`; one row for
-    ALBERT's shared heads. `mean_loss` is the task loss of the ungated model."""
+    """Raw importance (the per-example mean of |∂L/∂ξ|), `[layers, units]` (heads or
+    neurons); one row for ALBERT's shared units. `mean_loss` is the task loss of the ungated
+    model."""
 
     raw: torch.Tensor
     num_examples: int
@@ -77,6 +81,85 @@ def frozen_parameters(model: nn.Module):
             p.requires_grad_(flag)
 
 
+def unit_kinds(units: str) -> tuple[str, ...]:
+    """`--units heads|neurons|both` as the kinds of units it names."""
+    check_choice("units", units, UNITS)
+    return UNIT_KINDS if units == "both" else (units,)
+
+
+def _gate_shape(layout, shared: bool) -> tuple[int, ...]:
+    return (layout.num_units,) if shared else (layout.num_layers, layout.num_units)
+
+
+def batch_gate_gradients(model: nn.Module, batch: dict[str, torch.Tensor], kind: str,
+                         kinds: tuple[str, ...], shared: bool
+                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every example's own gradient of its loss with respect to each unit's gate at 1, for
+    each unit kind (`{kind: [batch, rows, units]}`, rows 1 when `shared`), from one backward
+    pass; and the per-example losses `[batch]`. The model's parameters must be frozen (see
+    `frozen_parameters`) so that no weight gradients are computed."""
+    device = model_device(model)
+    size = batch["input_ids"].shape[0]
+    gates = {unit: torch.ones((size, *_gate_shape(unit_layout(model, unit), shared)),
+                              device=device, requires_grad=True) for unit in kinds}
+    with ExitStack() as stack:
+        for unit, gate in gates.items():
+            stack.enter_context(gate_units(gated(model, unit), gate, shared=shared))
+        losses = task_outputs(model, batch, kind).losses  # [batch]
+    gradients = torch.autograd.grad(losses.sum(), list(gates.values()))
+    rows = {unit: gradient.view(size, -1, gradient.shape[-1])
+            for unit, gradient in zip(kinds, gradients, strict=True)}
+    return rows, losses.detach()
+
+
+def unit_importance(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    kind: str,
+    *,
+    units: tuple[str, ...] = ("heads",),
+    shared: bool | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> dict[str, Importance]:
+    """Exact per-example importance of each kind of unit in `units` ("heads", "neurons"),
+    all from one backward pass per batch; `{kind: Importance}` with `raw` of shape
+    `[layers, units]` (one row when `shared`).
+
+    Example:
+        >>> both = unit_importance(model, data.batches(32), data.kind,
+        ...                        units=("heads", "neurons"))
+        >>> both["neurons"].raw.shape   # MiniLM: 6 layers of 1536 neurons
+        torch.Size([6, 1536])
+    """
+    shared = head_layout(model).resolve_shared(shared)
+    device = model_device(model)
+    # Sums stay on the device: no host synchronisation per batch.
+    layouts = {unit: unit_layout(model, unit) for unit in units}
+    sums = {unit: torch.zeros(layout.score_rows(shared), layout.num_units, dtype=torch.float64,
+                              device=device) for unit, layout in layouts.items()}
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    with eval_mode(model), frozen_parameters(model):
+        for batch in batches_on_device(batches, device, desc="importance", progress=progress,
+                                       total=total):
+            gradients, losses = batch_gate_gradients(model, batch, kind, units, shared)
+            for unit, gradient in gradients.items():
+                sums[unit] += gradient.abs().sum(dim=0, dtype=torch.float64)
+            total_loss += losses.sum(dtype=torch.float64)
+            count += losses.shape[0]
+    # Under torch.distributed each process saw its own share of the examples: add them up.
+    for total_abs in sums.values():
+        sum_across_processes(total_abs)
+    sum_across_processes(total_loss)
+    count = int(sum_across_processes(torch.tensor([count], device=device)).item())
+    if count == 0:
+        raise ConfigError("no batches to estimate importance on")
+    mean_loss = float(total_loss) / count
+    return {unit: Importance((total_abs / count).float().cpu(), count, mean_loss, shared)
+            for unit, total_abs in sums.items()}
+
+
 def head_importance(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -99,31 +182,5 @@ def head_importance(
         >>> imp.normalized("l1").shape
         torch.Size([12, 12])
     """
-    layout = head_layout(model)
-    shared = layout.shared_layers if shared is None else shared
-    device = next(model.parameters()).device
-    gate_shape = (layout.num_heads,) if shared else (layout.num_layers, layout.num_heads)
-    total_abs = torch.zeros(gate_shape, dtype=torch.float64, device=device)
-    # Sums stay on the device: no host synchronisation per batch.
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    with eval_mode(model), frozen_parameters(model):
-        for batch in batches_on_device(batches, device, desc="importance", progress=progress,
-                                       total=total):
-            size = batch["input_ids"].shape[0]
-            gate = torch.ones((size, *gate_shape), device=device, requires_grad=True)
-            with gate_heads(model, gate, shared=shared):
-                losses = task_outputs(model, batch, kind).losses  # [batch]
-            (gradient,) = torch.autograd.grad(losses.sum(), gate)
-            total_abs += gradient.abs().sum(dim=0, dtype=torch.float64)
-            total_loss += losses.detach().sum(dtype=torch.float64)
-            count += size
-    # Under torch.distributed each process saw its own share of the examples: add them up.
-    sum_across_processes(total_abs)
-    sum_across_processes(total_loss)
-    count = int(sum_across_processes(torch.tensor([count], device=device)).item())
-    if count == 0:
-        raise ConfigError("no batches to estimate importance on")
-    raw = (total_abs / count).float().cpu()
-    mean_loss = float(total_loss) / count
-    return Importance(raw.reshape(1, -1) if shared else raw, count, mean_loss, shared)
+    return unit_importance(model, batches, kind, units=("heads",), shared=shared,
+                           progress=progress, total=total)["heads"]

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from headcount.arch import encoder_of, family_of
+from headcount.arch import distinct_layers, family_of
 from headcount.errors import ConfigError
+from headcount.resize import KEPT_HEADS_KEY, KEPT_NEURONS_KEY
 
-# Config attributes that record which heads and neurons a physically pruned model still has.
-KEPT_HEADS_KEY = "headcount_kept_heads"
-KEPT_NEURONS_KEY = "headcount_kept_neurons"
 UNIT_KINDS = ("heads", "neurons")
 
 
@@ -118,7 +116,7 @@ def _kept(config, key: str, distinct: int, count: int) -> tuple[tuple[int, ...],
 def _sizes(model: nn.Module) -> tuple:
     config = model.config
     family = family_of(config)
-    family.blocks(encoder_of(model))  # refuses layouts the adapters cannot handle
+    distinct_layers(model)  # refuses layouts the adapters cannot handle
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
     distinct = 1 if family.shared_layers else num_layers
     return family, config, num_layers, distinct
