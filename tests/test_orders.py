@@ -297,7 +297,7 @@ def test_importance_rows_have_order_and_draw_columns(checkpoints, glue_dir, tmp_
     assert list(rows[0]) == list(CURVE_COLUMNS)
     out = write_curve_csv(tmp_path / "c.csv", rows)
     with out.open(newline="") as file:
-        assert next(csv.reader(file))[-2:] == ["order", "draw"]
+        assert next(csv.reader(file))[-4:] == ["order", "draw", "units", "neurons_remaining"]
 
 
 def test_albert_random_curve_and_layer_order_error(checkpoints, glue_dir):

@@ -1,14 +1,17 @@
 """Save and load physically pruned checkpoints.
 
 A pruned checkpoint is an ordinary Hugging Face directory (safetensors weights, config,
-tokenizer) whose config also records the heads each layer still has
-(`headcount_kept_heads`). Plain `from_pretrained` cannot load it, because the attention
-weights are smaller than the config says; `load_pruned` builds the full-size model from the
-config, removes the same heads, and then loads the weights, so every shape is checked.
+tokenizer) whose config also records the heads and feed-forward neurons each layer still
+has (`headcount_kept_heads`, `headcount_kept_neurons`), with a generated modeling file that
+lets stock transformers load it (`headcount.portable`). `load_pruned` builds the full-size
+model from the config, resizes it to the recorded layout, and then loads the weights, so
+every shape is checked. Checkpoints pruned under transformers 4 (`pruned_heads` in the
+config, which transformers 5 ignores) load the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -17,42 +20,72 @@ from pathlib import Path
 
 from torch import nn
 
+from headcount.arch import family_of
 from headcount.errors import HeadcountError
 from headcount.io import write_json
-from headcount.layouts import KEPT_HEADS_KEY, head_layout
-from headcount.removal import remove_heads
+from headcount.layouts import head_layout, intermediate_size, neuron_layout
+from headcount.portable import make_portable
+from headcount.resize import KEPT_HEADS_KEY, KEPT_NEURONS_KEY, resize_to_layout
 
 LAYOUT_FILE = "heads.json"
 
 
+def transformers4_kept_heads(config) -> list[list[int]] | None:
+    """The kept heads of a checkpoint pruned under transformers 4 (`pruned_heads`: layer ->
+    removed heads, by original index), or None when it has none."""
+    pruned = getattr(config, "pruned_heads", None) or {}
+    if not pruned or getattr(config, KEPT_HEADS_KEY, None) is not None:
+        return None
+    num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
+    num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    rows = 1 if config.model_type == "albert" else num_layers
+    removed = {int(layer): {int(head) for head in heads} for layer, heads in pruned.items()}
+    return [[h for h in range(num_heads) if h not in removed.get(layer, set())]
+            for layer in range(rows)]
+
+
 def is_pruned_config(config) -> bool:
-    return getattr(config, KEPT_HEADS_KEY, None) is not None
+    return (getattr(config, KEPT_HEADS_KEY, None) is not None
+            or getattr(config, KEPT_NEURONS_KEY, None) is not None
+            or transformers4_kept_heads(config) is not None)
 
 
 def save_pruned(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
-    """Write `model` (pruned or not) with its head layout; `load_pruned` reads it back.
+    """Write `model` (pruned or not) with its head and neuron layout; `load_pruned` reads it
+    back, and a pruned one loads with stock transformers too (`headcount.portable`).
 
-    Besides the config entry, `heads.json` states the layout for people and scripts:
-    the kept and removed heads per layer.
+    Besides the config entries, `heads.json` states the layout for people and scripts:
+    the kept and removed heads per layer, and the neurons kept per layer.
 
     Example:
-        >>> remove_heads(model, [(0, 3)])
+        >>> remove_units(model, {"heads": [(0, 3)], "neurons": [(1, 7)]})
         >>> save_pruned(model, "pruned/", tokenizer)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    layout = head_layout(model)
-    setattr(model.config, KEPT_HEADS_KEY, [list(heads) for heads in layout.kept])
+    heads, neurons = head_layout(model), neuron_layout(model)
+    pruned = heads.units_remaining < heads.total_units or \
+        neurons.units_remaining < neurons.total_units
+    setattr(model.config, KEPT_HEADS_KEY, [list(kept) for kept in heads.kept])
+    setattr(model.config, KEPT_NEURONS_KEY,
+            [list(kept) for kept in neurons.kept] if pruned else None)
+    if getattr(model.config, "pruned_heads", None):
+        model.config.pruned_heads = {}  # transformers 4's record, now in KEPT_HEADS_KEY
     model.save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+    if pruned:
+        make_portable(directory, family_of(model.config))
     write_json(directory / LAYOUT_FILE, {
-        "family": layout.family,
-        "layers": layout.num_distinct_layers,
-        "heads_per_layer": layout.num_heads,
-        "heads_remaining": layout.heads_remaining,
-        "kept": [list(heads) for heads in layout.kept],
-        "removed": [sorted(set(range(layout.num_heads)) - set(heads)) for heads in layout.kept],
+        "family": heads.family,
+        "layers": heads.num_distinct_layers,
+        "heads_per_layer": heads.num_heads,
+        "heads_remaining": heads.heads_remaining,
+        "kept": [list(kept) for kept in heads.kept],
+        "removed": [sorted(set(range(heads.num_heads)) - set(kept)) for kept in heads.kept],
+        "neurons_per_layer": neurons.num_neurons,
+        "neurons_remaining": neurons.neurons_remaining,
+        "neurons_kept_per_layer": [len(kept) for kept in neurons.kept],
     })
     return directory
 
@@ -93,23 +126,38 @@ def save_pruned_atomically(model: nn.Module, directory: str | Path, tokenizer=No
     return directory
 
 
-def _validated_layout(config, source: str) -> list[list[int]]:
-    kept = getattr(config, KEPT_HEADS_KEY)
-    num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
+def _validated_layout(config, source: str, key: str, count: int) -> list[list[int]] | None:
+    """The kept units recorded under `key` (None: all), checked: one distinct list of
+    indices in 0..count-1 per distinct layer."""
+    kept = getattr(config, key, None)
+    if kept is None:
+        return None
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
     rows = 1 if config.model_type == "albert" else num_layers
     if not isinstance(kept, list) or len(kept) != rows:
-        raise HeadcountError(
-            f"{source}: {KEPT_HEADS_KEY} must list the kept heads of {rows} layers"
-        )
-    for layer, heads in enumerate(kept):
-        if (not isinstance(heads, list) or len(set(heads)) != len(heads)
-                or any(not isinstance(h, int) or not 0 <= h < num_heads for h in heads)):
+        raise HeadcountError(f"{source}: {key} must list the kept units of {rows} layers")
+    for layer, units in enumerate(kept):
+        if (not isinstance(units, list) or len(set(units)) != len(units)
+                or any(not isinstance(u, int) or not 0 <= u < count for u in units)):
             raise HeadcountError(
-                f"{source}: layer {layer} of {KEPT_HEADS_KEY} is {heads!r}; expected distinct "
-                f"head indices in 0..{num_heads - 1}"
+                f"{source}: layer {layer} of {key} is {units!r}; expected distinct indices "
+                f"in 0..{count - 1}"
             )
     return kept
+
+
+def _record_layout(config, source: str) -> None:
+    """Check the recorded layout; a transformers-4 `pruned_heads` becomes headcount's."""
+    converted = transformers4_kept_heads(config)
+    if converted is not None:
+        setattr(config, KEPT_HEADS_KEY, converted)
+        config.pruned_heads = {}
+    heads = _validated_layout(config, source, KEPT_HEADS_KEY,
+                              getattr(config, "num_attention_heads", None) or config.n_heads)
+    if heads is not None and config.model_type == "albert" and not heads[0]:
+        raise HeadcountError(f"{source}: {KEPT_HEADS_KEY} keeps no head of ALBERT's shared "
+                             "layer")
+    _validated_layout(config, source, KEPT_NEURONS_KEY, intermediate_size(config))
 
 
 def _state_dict(directory: Path) -> dict:
@@ -156,8 +204,8 @@ def _match_prefix(state: dict, model: nn.Module) -> dict:
 
 def load_pruned(directory: str | Path, model_class, config=None, *,
                 attn_implementation: str | None = None, **config_overrides) -> tuple:
-    """Build `model_class` (an Auto* class) from the checkpoint's config, remove the recorded
-    heads, load the weights. Returns (model, missing head keys).
+    """Build `model_class` (an Auto* class) from the checkpoint's config, resize it to the
+    recorded heads and neurons, load the weights. Returns (model, missing head keys).
 
     A layout that does not match the weights (wrong number of heads for a tensor's shape,
     missing or unexpected encoder weights) is a HeadcountError naming the offending tensor.
@@ -165,30 +213,23 @@ def load_pruned(directory: str | Path, model_class, config=None, *,
     from transformers import AutoConfig
 
     directory = Path(directory)
-    config = config or AutoConfig.from_pretrained(directory)
+    config = copy.deepcopy(config or AutoConfig.from_pretrained(directory))
     for key, value in config_overrides.items():
         setattr(config, key, value)
-    kept = _validated_layout(config, str(directory))
-    setattr(config, KEPT_HEADS_KEY, None)  # build the full-size model first
+    _record_layout(config, str(directory))
+    if hasattr(config, "auto_map"):
+        del config.auto_map  # headcount builds the family's own classes
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    # Built full size from the config (which keeps the original sizes), then resized.
     model = model_class.from_config(config, **options)
-    layout = head_layout(model)
-    removed = [
-        (layer, head)
-        for layer, heads in enumerate(kept)
-        for head in range(layout.num_heads)
-        if head not in heads
-    ]
-    try:
-        remove_heads(model, removed)
-    except HeadcountError as error:
-        raise HeadcountError(f"{directory}: {error}") from None
+    resize_to_layout(model, family_of(config).paths)
     state = _match_prefix(_state_dict(directory), model)
     shapes = model.state_dict()
     for name, tensor in state.items():
         if name in shapes and shapes[name].shape != tensor.shape:
             raise HeadcountError(
-                f"{directory}: the head layout in config.json does not match the weights: "
+                f"{directory}: the head and neuron layout in config.json does not match the "
+                f"weights: "
                 f"{name} has shape {list(tensor.shape)}, the layout implies "
                 f"{list(shapes[name].shape)}"
             )

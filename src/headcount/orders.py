@@ -48,7 +48,7 @@ from torch import nn
 
 from headcount.choices import LAYER_ORDERS, ORDERS, check_choice
 from headcount.errors import ConfigError
-from headcount.layouts import head_layout
+from headcount.layouts import head_layout, unit_layout
 from headcount.removal import Head
 
 # Columns of curve rows that differ between draws of one order; every other column (with
@@ -127,6 +127,15 @@ def head_order(name: str, num_layers: int, num_heads: int, seed: int = 0) -> lis
             for head in within[layer]]
 
 
+def _check_location(model: nn.Module, name: str) -> None:
+    check_order(name)
+    if head_layout(model).shared_layers and name in LAYER_ORDERS:
+        raise ConfigError(
+            f"--order {name}: ALBERT shares one layer across all its layers, so it has no "
+            "layer location; only the importance and random orders apply"
+        )
+
+
 def model_head_order(model: nn.Module, name: str, seed: int = 0) -> list[Head]:
     """`head_order` for `model`'s heads: one row for ALBERT, where only "random" applies.
     Heads a pruned checkpoint lacks are still in the order (callers skip them).
@@ -134,14 +143,27 @@ def model_head_order(model: nn.Module, name: str, seed: int = 0) -> list[Head]:
     Example:
         >>> order = model_head_order(model, "random", seed=3)
     """
-    check_order(name)
+    _check_location(model, name)
     layout = head_layout(model)
-    if layout.shared_layers and name in LAYER_ORDERS:
-        raise ConfigError(
-            f"--order {name}: ALBERT shares one layer across all its layers, so it has no "
-            "layer location; only the importance and random orders apply"
-        )
     return head_order(name, layout.num_distinct_layers, layout.num_heads, seed)
+
+
+def model_order_scores(model: nn.Module, name: str, seed: int = 0,
+                       kinds: tuple[str, ...] = ("heads",)) -> dict[str, torch.Tensor]:
+    """Pseudo-scores of `name`'s order for each kind of unit ("heads", "neurons"): the
+    feed-forward neurons of a layer take the same kinds of order as heads (a seeded random
+    permutation of all of them, or layer by layer with a seeded order inside each layer).
+
+    Example:
+        >>> model_order_scores(model, "top", seed=1, kinds=("heads", "neurons"))["neurons"]
+    """
+    _check_location(model, name)
+    scores = {}
+    for kind in kinds:
+        layout = unit_layout(model, kind)
+        order = head_order(name, layout.num_distinct_layers, layout.num_units, seed)
+        scores[kind] = order_scores(order, layout.num_distinct_layers, layout.num_units)
+    return scores
 
 
 def order_scores(order: Sequence[Head], num_layers: int, num_heads: int) -> torch.Tensor:

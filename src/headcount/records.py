@@ -13,41 +13,72 @@ import torch
 from headcount.drift import DRIFT_KEYS
 from headcount.errors import HeadcountError
 from headcount.io import read_json_record, read_scores_record, write_atomic, write_csv
-from headcount.layouts import architecture_signature
+from headcount.layouts import UNIT_KINDS, architecture_signature
 from headcount.pruning import CurvePoint
 
 CURVE_COLUMNS = (
     "model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
     "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main", "pruned_heads",
-    "order", "draw",
+    "order", "draw", "units", "neurons_remaining",
 )
 
 
-def read_scores(path: str | Path, model) -> tuple[torch.Tensor, dict]:
-    """Raw scores from a `scores.json`, checked against `model`'s heads."""
-    record = read_scores_record(path, required=("raw_scores",))
-    try:
-        raw = torch.tensor(record["raw_scores"], dtype=torch.float32)
-    except (TypeError, ValueError) as error:
-        raise HeadcountError(f"{path}: raw_scores is not a table of numbers ({error})") from None
-    signature = architecture_signature(model)
+# Where a scores.json keeps each kind of unit's raw and normalised scores.
+SCORE_FIELDS = {"heads": ("raw_scores", "scores"),
+                "neurons": ("neuron_raw_scores", "neuron_scores")}
+
+
+def recorded_units(record: dict) -> tuple[str, ...]:
+    """The unit kinds a scores record holds (files without `units` hold heads)."""
+    return tuple(unit for unit in UNIT_KINDS if SCORE_FIELDS[unit][0] in record)
+
+
+def _check_architecture(path, record: dict, signature: dict, unit: str) -> None:
     theirs = record.get("architecture")
     if theirs is not None and not isinstance(theirs, dict):
         raise HeadcountError(f"{path}: 'architecture' must be an object, not {theirs!r}")
-    if theirs:
-        for key in ("family", "hidden_size", "layers", "heads"):
-            if theirs.get(key) != signature[key]:
-                raise HeadcountError(
-                    f"{path} holds scores for another model: {key} {theirs.get(key)!r}, "
-                    f"this model has {signature[key]!r}"
-                )
-    expected = (signature["layers"], signature["heads"])
+    keys = ("family", "hidden_size", "layers", unit)
+    for key in keys if theirs else ():
+        if key in theirs and theirs.get(key) != signature[key]:
+            raise HeadcountError(
+                f"{path} holds scores for another model: {key} {theirs.get(key)!r}, "
+                f"this model has {signature[key]!r}"
+            )
+
+
+def read_scores(path: str | Path, model, units: str = "heads") -> tuple[torch.Tensor, dict]:
+    """Raw scores of one kind of unit ("heads" or "neurons") from a `scores.json`, checked
+    against `model`: a file without them, or of another shape, is refused in one line."""
+    record = read_scores_record(path, required=())
+    have = recorded_units(record)
+    if units not in have:
+        held = " and ".join(have) or "no"
+        raise HeadcountError(
+            f"{path} holds {held} scores, not {units} scores: estimate them with "
+            f"`headcount importance --units {units}` (or both)")
+    field = SCORE_FIELDS[units][0]
+    try:
+        raw = torch.tensor(record[field], dtype=torch.float32)
+    except (TypeError, ValueError) as error:
+        raise HeadcountError(f"{path}: {field} is not a table of numbers ({error})") from None
+    signature = architecture_signature(model)
+    _check_architecture(path, record, signature, units)
+    expected = (signature["layers"], signature[units])
     if tuple(raw.shape) != expected:
         raise HeadcountError(
-            f"{path} has scores of shape {list(raw.shape)}; this model's heads are "
+            f"{path} has {units} scores of shape {list(raw.shape)}; this model's {units} are "
             f"{list(expected)}"
         )
     return raw, record
+
+
+def read_unit_scores(path: str | Path, model, kinds: tuple[str, ...]
+                     ) -> tuple[dict[str, torch.Tensor], dict]:
+    """`read_scores` for each kind in `kinds`, from one file."""
+    scores, record = {}, {}
+    for unit in kinds:
+        scores[unit], record = read_scores(path, model, unit)
+    return scores, record
 
 
 def heads_text(heads) -> str:
@@ -56,7 +87,9 @@ def heads_text(heads) -> str:
 
 def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
     """Tidy rows: one per step and metric; `relative` is value / value at ratio 0. `order`
-    and `draw` default to "importance" and 0 when `meta` does not give them."""
+    and `draw` default to "importance" and 0 when `meta` does not give them. `units` says
+    what was pruned (heads, neurons or both); `neurons_remaining` is empty for curves of
+    heads alone, and the pruned neurons themselves are not listed (thousands per row)."""
     base = points[0].evaluation.metrics
     meta = dict(meta)
     # Last, as in CURVE_COLUMNS (study tables take their column order from the rows).
@@ -77,6 +110,8 @@ def curve_rows(points: list[CurvePoint], meta: dict) -> list[dict]:
                 "main": metric == point.evaluation.main,
                 "pruned_heads": heads_text(point.pruned),
                 **tail,
+                "units": point.units,
+                "neurons_remaining": point.neurons_remaining,
             })
     return rows
 

@@ -30,7 +30,7 @@ N = 24  # examples evaluated and examples ranked on
 RANK = ["--rank-split", "train", "--rank-max-examples", str(N)]
 COLUMNS = ["model", "task", "rank_task", "normalize", "schedule", "seed", "ratio_requested",
            "ratio_pruned", "heads_remaining", "metric", "value", "relative", "main",
-           "pruned_heads", "order", "draw"]
+           "pruned_heads", "order", "draw", "units", "neurons_remaining"]
 DEFAULT_RATIOS = [round(i / 10, 10) for i in range(11)]
 
 needs_wikitext = pytest.mark.skipif(not WIKI_VALID.is_file(), reason="no WikiText-2 data")

@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from headcount.cli.analysis import add_analysis_commands
+from headcount.cli.checkpoint import add_checkpoint_commands
 from headcount.cli.measure import add_measure_commands
 from headcount.cli.mlm import add_mlm_head_command
 from headcount.cli.plot import add_plot_command
@@ -35,6 +36,7 @@ COMMAND_GROUPS = (
     add_study_command,      # study
     add_mlm_head_command,   # fit-mlm-head
     add_weights_commands,   # weights-prune, sparsity-curve
+    add_checkpoint_commands,  # export, migrate
     add_demo_command,       # demo
 )
 

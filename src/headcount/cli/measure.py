@@ -3,7 +3,7 @@ on a task (jobs in `headcount.jobs.measure`)."""
 
 from __future__ import annotations
 
-from headcount.choices import ESTIMATORS, NORMALIZATIONS
+from headcount.choices import ESTIMATORS, NORMALIZATIONS, UNITS
 from headcount.cli._shared import (
     add_model_and_data_flags,
     check_output,
@@ -30,6 +30,9 @@ def add_measure_commands(commands) -> None:
         help=f"{', '.join(ESTIMATORS)} (default gradient): mean |dL/dxi|; loss increase "
              "when the head alone is removed; ln(keys) - attention entropy; mean max "
              "attention weight; Frobenius norm of the head's weights (no data)")
+    importance.add_argument("--units", default="heads",
+                            help=f"{', '.join(UNITS)} (default heads): score attention heads, "
+                                 "feed-forward neurons, or both from the same backward pass")
     importance.add_argument("--heads-per-pass", type=int,
                             help="ablation: heads evaluated per forward pass (default: as "
                                  "many as a memory budget allows)")
@@ -49,21 +52,34 @@ def _importance(args) -> None:
     record = importance_job(
         args.model, data_options(args), normalize_method=args.normalize, device=args.device,
         progress=show_progress(args), estimator=args.estimator,
-        heads_per_pass=args.heads_per_pass,
+        heads_per_pass=args.heads_per_pass, units=args.units,
     )
     if not is_main_process():
         return
     write_record(args, record, _score_table)
-    print(f"wrote importance of {record['layers']}x{record['heads']} heads over "
-          f"{record['num_examples']} examples to {args.out}")
+    grids = " and ".join(f"{record['layers']}x{record[unit]} {unit}"
+                         for unit in ("heads", "neurons") if unit in record)
+    print(f"wrote importance of {grids} over {record['num_examples']} examples to {args.out}")
 
 
 def _score_table(record: dict) -> str:
-    """The normalised scores of a `scores.json` record, one row per layer."""
-    rows = [f"{record['normalize']}-normalised importance (rows: layers, columns: heads)"]
-    for index, row in enumerate(record["scores"]):
-        label = "shared" if record["shared_across_layers"] else f"L{index:<3d}"
-        rows.append(f"{label:>6} " + " ".join(f"{value:6.3f}" for value in row))
+    """The normalised head scores of a `scores.json` record, one row per layer; for neurons
+    (too many to print) the spread of each layer's normalised scores."""
+    rows = []
+    labels = ["shared" if record["shared_across_layers"] else f"L{index:<3d}"
+              for index in range(record["layers"])]
+    if "scores" in record:
+        rows.append(f"{record['normalize']}-normalised importance (rows: layers, columns: "
+                    "heads)")
+        rows += [f"{label:>6} " + " ".join(f"{value:6.3f}" for value in row)
+                 for label, row in zip(labels, record["scores"], strict=True)]
+    if "neuron_scores" in record:
+        rows.append(f"{record['normalize']}-normalised neuron importance per layer: min, "
+                    "median, max")
+        for label, row in zip(labels, record["neuron_scores"], strict=True):
+            ordered = sorted(row)
+            rows.append(f"{label:>6} {ordered[0]:.2e} {ordered[len(ordered) // 2]:.2e} "
+                        f"{ordered[-1]:.2e}")
     return "\n".join(rows)
 
 

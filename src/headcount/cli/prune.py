@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS
+from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS, UNITS
 from headcount.cli._shared import (
     add_model_and_data_flags,
     add_model_argument,
@@ -14,6 +14,8 @@ from headcount.cli._shared import (
     show_progress,
 )
 
+UNITS_HELP = (f"{', '.join(UNITS)} (default heads): prune attention heads, feed-forward "
+              "neurons, or both, each to the given ratio of its own units")
 ORDER_HELP = (
     "pruning order: importance (default; least important first), random (a random "
     "permutation of all heads), or whole layers in turn, heads within a layer in random "
@@ -56,6 +58,7 @@ def _add_curve_command(commands) -> None:
     curve.add_argument("--normalize", help=f"one of {', '.join(NORMALIZATIONS)} (default l1, "
                        "or the scores file's)")
     curve.add_argument("--schedule", default="one-shot", help="one-shot or iterative")
+    curve.add_argument("--units", default="heads", help=UNITS_HELP)
     steps = curve.add_mutually_exclusive_group()
     steps.add_argument("--step", type=float, help="share of all heads per step (default 0.1)")
     steps.add_argument("--ratios", type=float, nargs="+", help="explicit ratios to evaluate")
@@ -78,8 +81,10 @@ def _add_prune_command(commands) -> None:
     prune.add_argument("--seed", type=int, default=0,
                        help="seed of --order (random heads, start/parity, order within layers)")
     amount = prune.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--ratio", type=float, help="share of all heads to remove")
+    amount.add_argument("--ratio", type=float,
+                        help="share of all heads (and/or neurons, see --units) to remove")
     amount.add_argument("--heads", type=int, help="number of heads to remove")
+    prune.add_argument("--units", default="heads", help=UNITS_HELP)
     prune.add_argument("--normalize", help="re-normalise the raw scores (default: as stored)")
     prune.add_argument("--keep-one-per-layer", action="store_true")
     prune.add_argument("--device", default="cpu")
@@ -101,7 +106,7 @@ def _curve(args) -> None:
                                   max_examples=args.rank_max_examples),
         scores_path=args.scores, normalize_method=args.normalize, schedule=args.schedule,
         ratios=ratios, keep_one_per_layer=args.keep_one_per_layer, physical=not args.masked,
-        order=args.order, draws=args.draws, estimator=args.estimator,
+        order=args.order, draws=args.draws, estimator=args.estimator, units=args.units,
     )
     rows = curve_job(args.model, data_options(args), request, device=args.device,
                      progress=show_progress(args))
@@ -117,9 +122,11 @@ def _print_curve(rows: list[dict], order: str) -> None:
     main = [row for row in rows if row["main"]]
     if not any(row["draw"] for row in main):
         for row in main:
-            print(f"{row['ratio_pruned']:.3f} pruned, {row['heads_remaining']:4d} heads "
-                  f"left: {row['metric']}={row['value']:.4f} "
-                  f"(relative {row['relative']:.3f})")
+            left = [f"{row['heads_remaining']:4d} heads"] if row["units"] != "neurons" else []
+            if row["neurons_remaining"] is not None:
+                left.append(f"{row['neurons_remaining']:6d} neurons")
+            print(f"{row['ratio_pruned']:.3f} pruned, {' and '.join(left)} left: "
+                  f"{row['metric']}={row['value']:.4f} (relative {row['relative']:.3f})")
         return
     from headcount.orders import summarize_draws
 
@@ -136,10 +143,12 @@ def _prune(args) -> None:
     request = PruneRequest(
         scores_path=args.scores, order=args.order, seed=args.seed, ratio=args.ratio,
         heads=args.heads, normalize_method=args.normalize,
-        keep_one_per_layer=args.keep_one_per_layer,
+        keep_one_per_layer=args.keep_one_per_layer, units=args.units,
     )
     record = prune_job(args.model, args.out, request, device=args.device)
     by = f" in {args.order} order (seed {args.seed})" if args.order else ""
-    print(f"removed {record['heads_removed']} heads{by} ({record['heads_remaining']} left); "
-          f"parameters {record['parameters_before']:,} -> {record['parameters_after']:,}; "
-          f"wrote {record['out']}")
+    removed = [f"{record[f'{kind}_removed']} {kind}{by} ({record[f'{kind}_remaining']} left)"
+               for kind in ("heads", "neurons")
+               if record["units"] in (kind, "both")]
+    print(f"removed {' and '.join(removed)}; parameters {record['parameters_before']:,} -> "
+          f"{record['parameters_after']:,}; wrote {record['out']}")

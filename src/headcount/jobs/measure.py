@@ -3,19 +3,34 @@ record out."""
 
 from __future__ import annotations
 
+from headcount.errors import ConfigError
 from headcount.estimators import check_estimator, estimate_for_record
-from headcount.importance import check_normalization
+from headcount.importance import check_normalization, unit_importance, unit_kinds
 from headcount.io import versions
 from headcount.jobs.prepared import DataOptions, data_record, prepare_task
 from headcount.layouts import architecture_signature, head_layout
+from headcount.records import SCORE_FIELDS
+
+
+def _unit_fields(results: dict, normalize_method: str) -> dict:
+    """The scores record's fields of each kind of unit estimated."""
+    fields = {}
+    for unit, result in results.items():
+        raw_field, scores_field = SCORE_FIELDS[unit]
+        fields[raw_field] = result.raw.tolist()
+        fields[scores_field] = result.normalized(normalize_method).tolist()
+        fields["layers"], fields[unit] = result.raw.shape
+    return fields
 
 
 def importance_job(
     model: str, options: DataOptions, *, normalize_method: str = "l1", device=None,
     progress: bool = False, estimator: str = "gradient", heads_per_pass: int | None = None,
+    units: str = "heads",
 ) -> dict:
     """Load, estimate importance (`estimator`, see `headcount.estimators`), normalise; the
-    `scores.json` record.
+    `scores.json` record. `units` "neurons" or "both" estimates feed-forward neurons too
+    (heads and neurons from the same backward pass; the gradient estimator only).
 
     Example:
         >>> record = importance_job("path/to/ckpt", DataOptions("sst2", data_dir=glue))
@@ -23,25 +38,33 @@ def importance_job(
     """
     check_normalization(normalize_method)  # fail before loading anything
     check_estimator(estimator)
+    kinds = unit_kinds(units)
+    if kinds != ("heads",) and estimator != "gradient":
+        raise ConfigError(f"--units {units}: neurons are scored by the gradient estimator "
+                          f"only, not {estimator}")
     prepared = prepare_task(model, options, device=device)
     loaded, data = prepared.loaded, prepared.data
-    result, extras = estimate_for_record(
-        loaded.model, prepared.batches(), data.kind, estimator,
-        heads_per_pass=heads_per_pass, progress=progress, total=prepared.num_batches(),
-    )
-    layers, heads = result.raw.shape
+    if kinds == ("heads",):
+        result, extras = estimate_for_record(
+            loaded.model, prepared.batches(), data.kind, estimator,
+            heads_per_pass=heads_per_pass, progress=progress, total=prepared.num_batches(),
+        )
+        results = {"heads": result}
+    else:
+        results, extras = unit_importance(loaded.model, prepared.batches(), data.kind,
+                                          units=kinds, progress=progress,
+                                          total=prepared.num_batches()), {}
+        result = next(iter(results.values()))
     return {
         **data_record(model, options, data, result.num_examples),
+        "units": units,
         "normalize": normalize_method,
         "shared_across_layers": result.shared,
-        "layers": layers,
-        "heads": heads,
+        **_unit_fields(results, normalize_method),
         "num_layer_applications": head_layout(loaded.model).num_layers,
         "architecture": architecture_signature(loaded.model),
         "mean_loss": result.mean_loss,
         "new_head": loaded.new_head,
-        "raw_scores": result.raw.tolist(),
-        "scores": result.normalized(normalize_method).tolist(),
         "estimator": estimator,
         **extras,
         "versions": versions(),

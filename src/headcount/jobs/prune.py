@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
 from tqdm.auto import tqdm
 
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.errors import ConfigError
 from headcount.estimators import check_estimator, estimate_importance
-from headcount.importance import check_normalization, normalize
+from headcount.importance import check_normalization, normalize, unit_importance, unit_kinds
 from headcount.jobs.prepared import (
     DataOptions,
     PreparedTask,
@@ -18,9 +19,9 @@ from headcount.jobs.prepared import (
     prepare_for,
     prepare_task,
 )
-from headcount.layouts import head_layout
+from headcount.layouts import head_layout, neuron_layout, unit_layout
 from headcount.models import CHECKPOINT_HEAD, load_model
-from headcount.orders import check_order, model_head_order, order_scores
+from headcount.orders import check_order, model_order_scores
 from headcount.pruning import (
     CurveSettings,
     Ranking,
@@ -29,13 +30,14 @@ from headcount.pruning import (
     pruning_curve,
     take_heads,
 )
-from headcount.records import curve_rows, heads_text, read_scores
-from headcount.removal import remove_heads
+from headcount.records import curve_rows, heads_text, read_unit_scores
+from headcount.removal import remove_units
 
 
 @dataclass(frozen=True)
 class CurveRequest:
-    """What a pruning curve ranks heads by and how it steps.
+    """What a pruning curve ranks heads (or feed-forward neurons, or both: `units`) by and
+    how it steps.
 
     Heads are ranked by a scores file (`scores_path`), or by importance estimated with
     `estimator` on `rank_task` (default: the evaluated task) over `rank_options` data
@@ -57,6 +59,7 @@ class CurveRequest:
     order: str = "importance"
     draws: int | None = 1  # None: 5 for the random order, else 1
     estimator: str = "gradient"
+    units: str = "heads"  # heads, neurons, or both (each pruned to the same ratio)
 
     @property
     def num_draws(self) -> int:
@@ -70,7 +73,7 @@ class CurveRequest:
         ratios = None if self.ratios is None else sorted({0.0, *self.ratios})
         return CurveSettings(schedule=self.schedule, ratios=ratios,
                              keep_one_per_layer=self.keep_one_per_layer,
-                             physical=self.physical)
+                             physical=self.physical, units=self.units)
 
     def check(self) -> None:
         """Every combination that cannot work, refused before anything is loaded."""
@@ -102,6 +105,9 @@ class CurveRequest:
                               "not --scores")
         if self.normalize_method is not None:
             check_normalization(self.normalize_method)
+        if unit_kinds(self.units) != ("heads",) and self.estimator != "gradient":
+            raise ConfigError(f"--units {self.units}: neurons are ranked by the gradient "
+                              f"estimator only, not {self.estimator}")
 
 
 def curve_job(model: str, options: DataOptions, request: CurveRequest = CurveRequest(), *,
@@ -134,8 +140,9 @@ def _ranking(prepared: PreparedTask, model: str, request: CurveRequest,
              device) -> tuple[Ranking, str]:
     """The curve's ranking (scores file or importance on the rank task) and its name."""
     options = prepared.options
+    kinds = unit_kinds(request.units)
     if request.scores_path:
-        scores, record = read_scores(request.scores_path, prepared.model)
+        scores, record = read_unit_scores(request.scores_path, prepared.model, kinds)
         rank_name = f"scores:{record.get('task', request.scores_path)}"
         if record.get("estimator", "gradient") != "gradient":
             rank_name += f" ({record['estimator']})"
@@ -153,7 +160,11 @@ def _ranking(prepared: PreparedTask, model: str, request: CurveRequest,
     estimator = request.estimator
 
     def rank(candidate):
-        return estimate_importance(candidate, ranker.batches(), ranker.data.kind, estimator).raw
+        if kinds == ("heads",):
+            return estimate_importance(candidate, ranker.batches(), ranker.data.kind,
+                                       estimator).raw
+        estimates = unit_importance(candidate, ranker.batches(), ranker.data.kind, units=kinds)
+        return {kind: estimate.raw for kind, estimate in estimates.items()}
 
     rank_name = rank_spec if estimator == "gradient" else f"{rank_spec} ({estimator})"
     return Ranking(rank=rank, rank_model=rank_model,
@@ -165,16 +176,15 @@ def _order_curves(prepared: PreparedTask, model: str, request: CurveRequest,
     """The rows of `request.draws` curves pruned in `request.order` (seeds seed + d)."""
     network, options, order, draws = prepared.model, prepared.options, request.order, \
         request.num_draws
-    layout = head_layout(network)
     meta = {"model": model, "task": options.task, "rank_task": f"order:{order}",
             "normalize": "none", "schedule": request.schedule, "seed": options.seed,
             "order": order}
     rows, unpruned = [], ()
     for draw in tqdm(range(draws), disable=not progress or draws == 1, desc=f"{order} draws",
                      unit="draw"):
-        heads = model_head_order(network, order, seed=options.seed + draw)
-        scores = order_scores(heads, layout.num_distinct_layers, layout.num_heads)
-        # The unpruned point (the same heads, absent ones, in every draw) is evaluated once.
+        scores = model_order_scores(network, order, options.seed + draw,
+                                    unit_kinds(request.units))
+        # The unpruned point (the same units, absent ones, in every draw) is evaluated once.
         points = pruning_curve(
             network, prepared.evaluate, Ranking(scores=scores, normalize_method="none"),
             request.settings(), progress=progress and draws == 1, completed=unpruned,
@@ -184,10 +194,11 @@ def _order_curves(prepared: PreparedTask, model: str, request: CurveRequest,
     return rows
 @dataclass(frozen=True)
 class PruneRequest:
-    """Which heads `prune_job` removes: the least important by a scores file
-    (`scores_path`, normalised by `normalize_method`, default the file's), or the first of a
-    random or layer-location `order` drawn with `seed`; `ratio` of all heads or a number of
-    `heads`; `keep_one_per_layer` never empties a layer."""
+    """Which units `prune_job` removes: heads, feed-forward neurons or both (`units`), the
+    least important by a scores file (`scores_path`, normalised by `normalize_method`,
+    default the file's) or the first of a random or layer-location `order` drawn with
+    `seed`; `ratio` of each kind's units (or a number of `heads`); `keep_one_per_layer`
+    never empties a layer."""
 
     scores_path: str | None = None
     order: str | None = None
@@ -196,6 +207,7 @@ class PruneRequest:
     heads: int | None = None
     normalize_method: str | None = None
     keep_one_per_layer: bool = False
+    units: str = "heads"
 
     def check(self) -> None:
         if (self.scores_path is None) == (self.order is None):
@@ -212,36 +224,47 @@ class PruneRequest:
             raise ConfigError(f"--ratio {self.ratio} is outside [0, 1]")
         if self.normalize_method is not None:
             check_normalization(self.normalize_method)
+        if self.heads is not None and unit_kinds(self.units) != ("heads",):
+            raise ConfigError(f"--heads counts heads; with --units {self.units} give --ratio")
 
 
-def _heads_to_prune(network, model: str, request: PruneRequest) -> tuple[list, str]:
-    """The heads to remove (absent ones left out) and the normalisation that ranked them."""
-    layout = head_layout(network)
+def _ranking_scores(network, request: PruneRequest) -> tuple[dict[str, torch.Tensor], str]:
+    """Each kind's scores (importance or positions in the order) and their normalisation."""
+    kinds = unit_kinds(request.units)
     if request.order is None:
-        scores, record = read_scores(request.scores_path, network)
-        method = request.normalize_method or record.get("normalize", "l1")
-    else:
-        scores = order_scores(model_head_order(network, request.order, request.seed),
-                              layout.num_distinct_layers, layout.num_heads)
-        method = "none"  # the scores are positions in the order
-    count = round(request.ratio * layout.total_heads) if request.ratio is not None \
-        else request.heads
-    absent = [(layer, head) for layer, kept in enumerate(layout.kept)
-              for head in range(layout.num_heads) if head not in kept]
-    limit = prunable_heads(layout, request.keep_one_per_layer)
-    if not 0 <= count <= limit:
-        raise ConfigError(
-            f"cannot prune {count} heads: this model allows 0..{limit}"
-            + (" (ALBERT keeps at least one shared head)" if layout.shared_layers else "")
-        )
-    remaining = {layer: len(kept) for layer, kept in enumerate(layout.kept)}
-    candidates = least_important_first(normalize(scores, method), exclude=set(absent))
-    return take_heads(candidates, max(count - len(absent), 0), remaining,
-                      request.keep_one_per_layer), method
+        scores, record = read_unit_scores(request.scores_path, network, kinds)
+        return scores, request.normalize_method or record.get("normalize", "l1")
+    # the scores are positions in the order
+    return model_order_scores(network, request.order, request.seed, kinds), "none"
+
+
+def _units_to_prune(network, request: PruneRequest) -> tuple[dict[str, list], str]:
+    """Each kind's units to remove (absent ones left out), and the normalisation that
+    ranked them."""
+    scores, method = _ranking_scores(network, request)
+    chosen = {}
+    for kind, kind_scores in scores.items():
+        layout = unit_layout(network, kind)
+        count = round(request.ratio * layout.total_units) if request.ratio is not None \
+            else request.heads
+        limit = prunable_heads(layout, request.keep_one_per_layer)
+        if not 0 <= count <= limit:
+            shared = " (ALBERT keeps at least one shared head)" \
+                if layout.shared_layers and kind == "heads" else ""
+            raise ConfigError(f"cannot prune {count} {kind}: this model allows 0..{limit}"
+                              + shared)
+        absent = layout.absent()
+        remaining = {layer: len(kept) for layer, kept in enumerate(layout.kept)}
+        candidates = least_important_first(normalize(kind_scores, method),
+                                           exclude=set(absent))
+        chosen[kind] = take_heads(candidates, max(count - len(absent), 0), remaining,
+                                  request.keep_one_per_layer)
+    return chosen, method
 
 
 def prune_job(model: str, out: str, request: PruneRequest, *, device=None) -> dict:
-    """Remove the heads `request` names from a checkpoint and save it to `out`.
+    """Remove the units `request` names from a checkpoint and save it to `out`, a
+    checkpoint that also loads with stock transformers (see `headcount.portable`).
 
     Example:
         >>> prune_job("ckpt/", "pruned/", PruneRequest(order="top", ratio=0.5))["removed"]
@@ -249,17 +272,19 @@ def prune_job(model: str, out: str, request: PruneRequest, *, device=None) -> di
     request.check()
     check_empty_target(out)
     loaded = load_model(model, CHECKPOINT_HEAD, device=device or "cpu")
-    chosen, method = _heads_to_prune(loaded.model, model, request)
+    chosen, method = _units_to_prune(loaded.model, request)
     before = sum(p.numel() for p in loaded.model.parameters())
-    remove_heads(loaded.model, chosen)
+    remove_units(loaded.model, chosen)
     after = sum(p.numel() for p in loaded.model.parameters())
     save_pruned_atomically(loaded.model, out, loaded.tokenizer)
     order = request.order
     return {
-        "model": model, "out": out, "scores": request.scores_path,
+        "model": model, "out": out, "scores": request.scores_path, "units": request.units,
         "order": order or "importance", "seed": request.seed if order is not None else None,
-        "normalize": method, "heads_removed": len(chosen),
+        "normalize": method, "heads_removed": len(chosen.get("heads", ())),
         "heads_remaining": head_layout(loaded.model).heads_remaining,
+        "neurons_removed": len(chosen.get("neurons", ())),
+        "neurons_remaining": neuron_layout(loaded.model).neurons_remaining,
         "parameters_before": before, "parameters_after": after,
-        "removed": heads_text(chosen),
+        "removed": heads_text(chosen.get("heads", ())),
     }
