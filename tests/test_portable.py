@@ -1,0 +1,232 @@
+"""Pruned checkpoints that load anywhere: stock transformers without headcount, a
+save_pretrained round trip, transformers-4 checkpoints, ONNX export, and the errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import make_model, random_batch, save_checkpoint, write_tokenizer
+from torch.testing import assert_close
+
+from headcount.checkpoints import save_pruned
+from headcount.cli import main
+from headcount.errors import HeadcountError
+from headcount.jobs.checkpoint import export_job
+from headcount.layouts import head_layout, neuron_layout
+from headcount.models import load_model
+from headcount.portable import MODELING_FILE
+from headcount.removal import remove_heads, remove_units
+
+# Per-layer counts differ; layer 1 keeps no head and no neuron (ALBERT: its one layer).
+UNITS = {"heads": [(0, 1), (1, 0), (1, 1), (1, 2), (1, 3)],
+         "neurons": [(0, i) for i in range(0, 37, 3)] + [(1, i) for i in range(37)]}
+ALBERT_UNITS = {"heads": [(0, 1), (0, 2)], "neurons": [(0, i) for i in range(0, 37, 2)]}
+
+# Run in a fresh interpreter whose import path holds no headcount: what a user of the
+# checkpoint has. Prints the outputs as JSON.
+STOCK = textwrap.dedent("""
+    import json, os, sys
+    sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p, "headcount"))]
+    try:
+        import headcount
+    except ImportError:
+        pass
+    else:
+        sys.exit("headcount is importable")
+    import torch
+    import transformers
+    auto = getattr(transformers, sys.argv[2])
+    model = auto.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    batch = {k: torch.tensor(v) for k, v in json.loads(sys.argv[3]).items()}
+    with torch.no_grad():
+        out = model(**batch)
+    if len(sys.argv) > 4:
+        model.save_pretrained(sys.argv[4])
+    print(json.dumps(next(iter(out.values())).tolist()))
+""")
+
+
+def stock_outputs(directory, batch, auto="AutoModelForSequenceClassification", save_to=None):
+    argv = [sys.executable, "-c", STOCK, str(directory), auto,
+            json.dumps({k: v.tolist() for k, v in batch.items()})]
+    if save_to is not None:
+        argv.append(str(save_to))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def pruned_checkpoint(tmp_path, family, head="classification"):
+    model = make_model(family, head=head, num_labels=3)
+    remove_units(model, ALBERT_UNITS if family == "albert" else UNITS)
+    directory = tmp_path / family
+    write_tokenizer(directory)
+    save_pruned(model, directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "roberta"])
+def test_stock_transformers_loads_a_pruned_checkpoint_without_headcount(tmp_path, family):
+    model, directory = pruned_checkpoint(tmp_path, family)
+    batch = random_batch(model)
+    expected = model(**batch).logits
+    ours = load_model(str(directory), "checkpoint", device="cpu").model
+    assert_close(ours(**batch).logits, expected, rtol=0, atol=0)
+    assert_close(stock_outputs(directory, batch), expected, rtol=1e-5, atol=1e-5)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"].startswith(
+        "modeling_headcount.")
+    assert (directory / MODELING_FILE).is_file()
+
+
+def test_the_bare_encoder_and_the_masked_lm_load_too(tmp_path):
+    model, directory = pruned_checkpoint(tmp_path, "bert", head="mlm")
+    batch = random_batch(model)
+    assert_close(stock_outputs(directory, batch, "AutoModelForMaskedLM"),
+                 model(**batch).logits, rtol=1e-5, atol=1e-5)
+    assert_close(stock_outputs(directory, batch, "AutoModel"),
+                 model.base_model(**batch).last_hidden_state, rtol=1e-5, atol=1e-5)
+
+
+def test_save_pretrained_of_a_stock_loaded_model_round_trips(tmp_path):
+    model, directory = pruned_checkpoint(tmp_path, "bert")
+    batch = random_batch(model)
+    again = tmp_path / "again"
+    first = stock_outputs(directory, batch, save_to=again)
+    assert (again / MODELING_FILE).is_file()
+    assert_close(stock_outputs(again, batch), first, rtol=0, atol=0)
+    write_tokenizer(again)
+    reloaded = load_model(str(again), "checkpoint", device="cpu").model
+    assert head_layout(reloaded).kept == head_layout(model).kept
+    assert neuron_layout(reloaded).kept == neuron_layout(model).kept
+
+
+def test_an_unpruned_checkpoint_stays_an_ordinary_one(tmp_path):
+    directory = tmp_path / "plain"
+    save_pruned(make_model("bert"), directory)
+    assert not (directory / MODELING_FILE).exists()
+    assert "auto_map" not in json.loads((directory / "config.json").read_text())
+
+
+def transformers4_checkpoint(tmp_path):
+    """What transformers 4's prune_heads saved: smaller attention weights, the removed
+    heads in config.pruned_heads, and no headcount layout."""
+    model = make_model("bert", num_labels=3)
+    removed = {0: [1, 3], 1: [0]}
+    remove_heads(model, [(layer, head) for layer, heads in removed.items() for head in heads])
+    del model.config.headcount_kept_heads
+    model.config.pruned_heads = removed
+    directory = tmp_path / "v4"
+    model.save_pretrained(directory)
+    write_tokenizer(directory)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["pruned_heads"] == {"0": [1, 3], "1": [0]}
+    assert "headcount_kept_heads" not in config
+    return model, directory
+
+
+def test_a_transformers4_pruned_checkpoint_loads_and_migrates(tmp_path, capsys):
+    model, directory = transformers4_checkpoint(tmp_path)
+    batch = random_batch(model)
+    loaded = load_model(str(directory), "checkpoint", device="cpu").model
+    assert head_layout(loaded).kept == ((0, 2), (1, 2, 3))
+    assert_close(loaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)
+    out = tmp_path / "portable"
+    assert main(["migrate", str(directory), "--out", str(out)]) == 0
+    assert "5 heads kept" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["headcount_kept_heads"] == [[0, 2], [1, 2, 3]] and not config["pruned_heads"]
+    assert_close(stock_outputs(out, batch), model(**batch).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_migrate_refuses_a_checkpoint_without_pruned_heads(checkpoints, tmp_path, capsys):
+    assert main(["migrate", str(checkpoints["cls2"]), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no pruned_heads in its config" in err
+
+
+def test_a_neuron_layout_that_does_not_match_the_weights_is_refused(tmp_path):
+    _, directory = pruned_checkpoint(tmp_path, "bert")
+    config = json.loads((directory / "config.json").read_text())
+    config["headcount_kept_neurons"][0] = config["headcount_kept_neurons"][0][:-1]
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HeadcountError, match=r"does not match the weights: .*intermediate"):
+        load_model(str(directory), "checkpoint", device="cpu")
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_export_writes_an_onnx_graph_equal_to_pytorch(tmp_path, family):
+    model, directory = pruned_checkpoint(tmp_path, family)
+    record = export_job(str(directory), tmp_path / "model.onnx", exporter="torchscript")
+    assert record["max_abs_diff"] < 1e-4 and (tmp_path / "model.onnx").stat().st_size > 0
+    assert record["heads_remaining"] == head_layout(model).heads_remaining
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_export_cli_with_the_default_exporter(tmp_path, capsys):
+    _, directory = pruned_checkpoint(tmp_path, "distilbert")
+    out = tmp_path / "d.onnx"
+    assert main(["export", str(directory), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"wrote {out}") and "onnxruntime vs PyTorch max abs difference" in line
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("nowhere", "model directory not found"),
+    ("empty", "is not a checkpoint: it has no config.json"),
+])
+def test_export_of_something_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, target,
+                                                                   message):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / target), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_scores_file_of_the_wrong_kind_is_refused(checkpoints, glue_dir, tmp_path, capsys):
+    scores = tmp_path / "scores.json"
+    data = ["--task", "sst2", "--data-dir", str(glue_dir), "--max-examples", "8",
+            "--max-length", "16", "--device", "cpu", "--quiet"]
+    assert main(["importance", str(checkpoints["cls2"]), *data, "--out", str(scores)]) == 0
+    record = json.loads(scores.read_text())
+    assert record["units"] == "heads" and "neuron_raw_scores" not in record
+    code = main(["prune", str(checkpoints["cls2"]), "--scores", str(scores), "--units",
+                 "neurons", "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "holds heads scores, not neurons scores" in err
+    both = tmp_path / "both.json"
+    assert main(["importance", str(checkpoints["cls2"]), *data, "--units", "both",
+                 "--out", str(both)]) == 0
+    record = json.loads(both.read_text())
+    assert len(record["neuron_raw_scores"]) == 2 and len(record["neuron_raw_scores"][0]) == 37
+    out = tmp_path / "pruned"
+    assert main(["prune", str(checkpoints["cls2"]), "--scores", str(both), "--units", "both",
+                 "--ratio", "0.5", "--out", str(out)]) == 0
+    assert "removed 4 heads (4 left) and 37 neurons (37 left)" in capsys.readouterr().out
+    loaded = load_model(str(out), "checkpoint", device="cpu").model
+    assert neuron_layout(loaded).neurons_remaining == 37
+
+
+def test_unknown_units_are_one_line(checkpoints, glue_dir, tmp_path, capsys):
+    code = main(["curve", str(checkpoints["cls2"]), "--task", "sst2", "--data-dir",
+                 str(glue_dir), "--units", "layers", "--out", str(tmp_path / "c.csv")])
+    assert code == 2
+    assert "Unknown units 'layers'. Allowed: heads, neurons, both" in capsys.readouterr().err
+
+
+def test_saved_model_loads_with_its_neuron_layout(tmp_path):
+    directory = save_checkpoint(tmp_path / "base")
+    model = load_model(str(directory), "checkpoint", device="cpu").model
+    remove_units(model, {"neurons": [(0, 0), (1, 5)]})
+    save_pruned(model, tmp_path / "again")
+    heads_json = json.loads((tmp_path / "again" / "heads.json").read_text())
+    assert heads_json["neurons_kept_per_layer"] == [36, 36]
