@@ -22,6 +22,8 @@ SCHEDULES = ("one-shot", "iterative")
 SCOPES = ("global", "layer")  # of weight-magnitude pruning
 PROBLEMS = ("classification", "regression")  # what a new task head predicts
 UNITS = ("heads", "neurons", "both")  # what importance, curves and pruning act on
+BUDGET_KINDS = ("flops", "params", "latency")  # what `headcount compress` budgets
+FISHER_KINDS = ("per-example", "batch")  # the exact mask Fisher, or Kwon et al.'s
 DEFAULT_SPARSITIES = tuple(round(0.1 * step, 1) for step in range(10))  # 0, 0.1, ..., 0.9
 # Defaults of fitting a masked-LM head (`headcount fit-mlm-head`), here so that its --help
 # can show them. Sized for a CPU (all-MiniLM-L6-v2 on BBC News: about 1-2 minutes on 2

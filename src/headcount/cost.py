@@ -24,6 +24,7 @@ from torch import nn
 
 from headcount.arch import attention_blocks, feed_forwards
 from headcount.layouts import head_layout, neuron_layout
+from headcount.mask_search import Prices
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,16 @@ def encoder_cost(model: nn.Module, seq_length: int) -> EncoderCost:
         other_parameters=sum(p.numel() for p in model.parameters()) - parameters,
         heads=head_count, neurons=neuron_count,
     )
+
+
+def unit_prices(model: nn.Module, seq_length: int, kind: str) -> Prices:
+    """The search's prices of heads and neurons under a FLOPs or parameter budget, relative
+    to the model as it is (multiply-adds per example at `seq_length`, or parameters)."""
+    costs, current = unit_costs(model, seq_length), encoder_cost(model, seq_length)
+    if kind == "flops":
+        return Prices(head=costs.head_macs, neuron=costs.neuron_macs, full=current.macs)
+    heads = head_layout(model)
+    # the output projections' biases stay whatever is pruned
+    fixed = 2 * heads.num_heads * heads.head_dim * heads.num_distinct_layers
+    return Prices(head=costs.head_parameters, neuron=costs.neuron_parameters,
+                  full=current.parameters, fixed=fixed)
