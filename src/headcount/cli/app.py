@@ -14,6 +14,7 @@ import warnings
 
 from headcount.cli.analysis import add_analysis_commands
 from headcount.cli.checkpoint import add_checkpoint_commands
+from headcount.cli.compress import add_compress_command
 from headcount.cli.measure import add_measure_commands
 from headcount.cli.mlm import add_mlm_head_command
 from headcount.cli.plot import add_plot_command
@@ -36,6 +37,7 @@ COMMAND_GROUPS = (
     add_study_command,      # study
     add_mlm_head_command,   # fit-mlm-head
     add_weights_commands,   # weights-prune, sparsity-curve
+    add_compress_command,   # compress
     add_checkpoint_commands,  # export, migrate
     add_demo_command,       # demo
 )
