@@ -285,6 +285,7 @@ def point_record(point: CurvePoint) -> dict:
         "pruned": [list(head) for head in point.pruned],
         "metrics": evaluation.metrics, "main": evaluation.main,
         "mean_loss": evaluation.mean_loss, "num_examples": evaluation.num_examples,
+        "final_batch_size": evaluation.final_batch_size,
     }
 
 
@@ -294,5 +295,5 @@ def point_from_record(record: dict) -> CurvePoint:
         heads_remaining=record["heads_remaining"],
         pruned=tuple((int(layer), int(head)) for layer, head in record["pruned"]),
         evaluation=Evaluation(record["metrics"], record["main"], record["mean_loss"],
-                              record["num_examples"]),
+                              record["num_examples"], record.get("final_batch_size")),
     )

@@ -28,6 +28,7 @@ def importance_job(
     result, extras = estimate_for_record(
         loaded.model, prepared.batches(), data.kind, estimator,
         heads_per_pass=heads_per_pass, progress=progress, total=prepared.num_batches(),
+        backoff=prepared.backoff,
     )
     layers, heads = result.raw.shape
     return {
@@ -57,6 +58,7 @@ def evaluate_job(model: str, options: DataOptions, *, device=None, progress: boo
         "metrics": result.metrics,
         "main_metric": result.main,
         "mean_loss": result.mean_loss,
+        "final_batch_size": result.final_batch_size,
         "new_head": prepared.loaded.new_head,
         "versions": versions(),
     }

@@ -153,7 +153,8 @@ def _ranking(prepared: PreparedTask, model: str, request: CurveRequest,
     estimator = request.estimator
 
     def rank(candidate):
-        return estimate_importance(candidate, ranker.batches(), ranker.data.kind, estimator).raw
+        return estimate_importance(candidate, ranker.batches(), ranker.data.kind, estimator,
+                                   backoff=ranker.backoff).raw
 
     rank_name = rank_spec if estimator == "gradient" else f"{rank_spec} ({estimator})"
     return Ranking(rank=rank, rank_model=rank_model,
