@@ -6,6 +6,8 @@ a word list. `initializer_range` is large so that gating a head visibly changes 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,37 @@ def glue_dir() -> Path:
     if not GLUE_DIR.is_dir():
         pytest.skip(f"shared GLUE data not found at {GLUE_DIR}")
     return GLUE_DIR
+
+
+@dataclass
+class MemoryLog:
+    """What `out_of_memory_above` saw: the batch sizes that ran and those that raised."""
+
+    ran: list[int] = field(default_factory=list)
+    raised: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def out_of_memory_above(rows: int, *, inference_only: bool = False):
+    """Every embedding lookup of more than `rows` examples raises torch.OutOfMemoryError
+    during the block, as a device that holds at most `rows` examples would (with
+    `inference_only`, only where no gradient is taken: evaluation, drift, the estimators
+    other than the gradient; not training). Yields a `MemoryLog`."""
+    log = MemoryLog()
+
+    def hook(module, args):
+        if not isinstance(module, torch.nn.Embedding) or not args or args[0].dim() != 2:
+            return
+        if inference_only and torch.is_grad_enabled():
+            return
+        size = args[0].shape[0]
+        if size > rows:
+            log.raised.append(size)
+            raise torch.OutOfMemoryError(f"CUDA out of memory (test: {size} > {rows} rows)")
+        log.ran.append(size)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield log
+    finally:
+        handle.remove()

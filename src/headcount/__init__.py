@@ -43,6 +43,7 @@ _GROUPS: dict[str, dict[str, str]] = {
         "estimate_importance": "headcount.estimators",
         "Evaluation": "headcount.evaluation",
         "evaluate": "headcount.evaluation",
+        "BatchBackoff": "headcount.backoff",
     },
     "pruning": {
         "remove_heads": "headcount.removal",

@@ -41,12 +41,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
 from headcount.arch import layer_stack
+from headcount.backoff import BatchBackoff
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
 from headcount.forward import batches_on_device, eval_mode, model_device, task_outputs
@@ -218,6 +221,46 @@ def _ablated_losses(model: nn.Module, batch: dict[str, torch.Tensor], kind: str,
     return losses.to(torch.float64).view(k, size)
 
 
+@dataclass(frozen=True)
+class AblationPlan:
+    """What every batch of an ablation runs: the forwards (`groups`, see `ablation_groups`)
+    over the model's layer `stack` (None: full forwards), K = `heads_per_pass` heads each."""
+
+    layout: HeadLayout
+    shared: bool
+    stack: nn.ModuleList | None
+    groups: list[tuple[int, list[tuple[int, int]]]]
+    heads_per_pass: int
+
+
+def _ablation_sums(model: nn.Module, kind: str, plan: AblationPlan,
+                   batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One batch's (summed loss change per head `[rows * heads]`, summed plain loss,
+    examples), all float64 on the model's device."""
+    layout, stack = plan.layout, plan.stack
+    device = model_device(model)
+    size = batch["input_ids"].shape[0]
+    if stack is None:
+        base, recorded = task_outputs(model, batch, kind).losses, []
+    else:
+        base, recorded = _recording_pass(model, stack, batch, kind)
+    base = base.to(torch.float64)  # [batch]
+    delta = torch.zeros(layout.score_rows(plan.shared) * layout.num_heads, dtype=torch.float64,
+                        device=device)
+    step = plan.heads_per_pass
+    for first, group in plan.groups:
+        for start in range(0, len(group), step):
+            chunk = group[start:start + step]
+            replay = _replaying(stack, recorded[:first], size, len(chunk))
+            losses = _ablated_losses(model, batch, kind, chunk, plan.shared, replay)
+            # Per-example differences first: the means are close and would cancel.
+            change = (losses - base).sum(dim=1)  # [k]
+            index = torch.tensor([row * layout.num_heads + head for row, head in chunk],
+                                 device=device)
+            delta.index_add_(0, index, change)
+    return delta, base.sum(), size
+
+
 def ablation_importance(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -227,8 +270,11 @@ def ablation_importance(
     heads_per_pass: int | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> Importance:
-    """Mean loss increase when each head alone is switched off, K heads per forward.
+    """Mean loss increase when each head alone is switched off, K heads per forward. A
+    batch that runs out of memory is run again in halves (`headcount.backoff`); K stays
+    the one chosen for the whole batch, so the halves need less memory.
 
     Example:
         >>> ablation_importance(model, data.batches(32), data.kind, heads_per_pass=8).raw
@@ -236,6 +282,7 @@ def ablation_importance(
     layout = head_layout(model)
     shared = layout.resolve_shared(shared)
     device = model_device(model)
+    backoff = backoff or BatchBackoff()
     stack = None if shared else replayable_layers(model, layout)
     groups = ablation_groups(layout, shared, stack)
     widest = max((len(group) for _, group in groups), default=1)
@@ -246,25 +293,13 @@ def ablation_importance(
     with eval_mode(model), torch.inference_mode():
         for batch in batches_on_device(batches, device, desc="ablation", progress=progress,
                                        total=total):
-            size = batch["input_ids"].shape[0]
-            if stack is None:
-                base, recorded = task_outputs(model, batch, kind).losses, []
-            else:
-                base, recorded = _recording_pass(model, stack, batch, kind)
-            base = base.to(torch.float64)  # [batch]
-            total_loss += base.sum()
+            plan = AblationPlan(layout, shared, stack, groups,
+                                heads_per_pass or auto_heads_per_pass(model, batch, widest))
+            batch_delta, loss_sum, size = backoff.run(partial(_ablation_sums, model, kind, plan),
+                                                      batch)
+            delta += batch_delta
+            total_loss += loss_sum
             count += size
-            step = heads_per_pass or auto_heads_per_pass(model, batch, widest)
-            for first, group in groups:
-                for start in range(0, len(group), step):
-                    chunk = group[start:start + step]
-                    replay = _replaying(stack, recorded[:first], size, len(chunk))
-                    losses = _ablated_losses(model, batch, kind, chunk, shared, replay)
-                    # Per-example differences first: the means are close and would cancel.
-                    change = (losses - base).sum(dim=1)  # [k]
-                    index = torch.tensor([row * layout.num_heads + head for row, head in chunk],
-                                         device=device)
-                    delta.index_add_(0, index, change)
     sum_across_processes(delta)
     sum_across_processes(total_loss)
     count = int(sum_across_processes(torch.tensor([count], device=device)).item())

@@ -23,11 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from headcount.arch import attention_blocks
+from headcount.backoff import BatchBackoff
 from headcount.choices import ATTENTION_ESTIMATORS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError, UnsupportedModelError
@@ -52,6 +54,7 @@ class AttentionStatistics:
     num_examples: int
     mean_loss: float
     shared: bool
+    final_batch_size: int | None = None  # after out-of-memory back-off (headcount.backoff)
 
     def importance(self, estimator: str) -> Importance:
         """`focus` (estimator "entropy") or `confidence` as importance, removed heads 0."""
@@ -89,22 +92,28 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
 
 
 class _Accumulator:
-    """Sums of (entropy, focus, confidence) per row and head, fed by a forward hook on every
-    attention module; `real` marks the current batch's real tokens."""
+    """One batch's sums of (entropy, focus, confidence) per row and head, fed by a forward
+    hook on every attention module; `real` marks the batch's real tokens. Each batch (or
+    half of one, after running out of memory) starts from fresh sums, so a failed attempt
+    leaves nothing behind."""
 
     def __init__(self, layout, shared: bool, device: torch.device):
-        self.layout, self.shared = layout, shared
-        # [statistic (entropy, focus, confidence), rows, heads]
-        self.sums = torch.zeros(3, layout.score_rows(shared), layout.num_heads,
-                                dtype=torch.float64, device=device)
+        self.layout, self.shared, self.device = layout, shared, device
+        self.sums = self.zeros()
         self.application = 0
         self.real: torch.Tensor | None = None  # [batch, seq] 0/1 float64
         self.missing: list[int] = []
+
+    def zeros(self) -> torch.Tensor:
+        # [statistic (entropy, focus, confidence), rows, heads]
+        return torch.zeros(3, self.layout.score_rows(self.shared), self.layout.num_heads,
+                           dtype=torch.float64, device=self.device)
 
     def start_batch(self, batch: dict[str, torch.Tensor]) -> None:
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         self.real = (torch.ones_like(ids) if mask is None else mask).to(torch.float64)
         self.application = 0
+        self.sums = self.zeros()
 
     def hook(self, module, args, output) -> None:
         application = self.application
@@ -138,16 +147,30 @@ class _Accumulator:
                 f"{self.missing[0]}): load it with attn_implementation='eager'"
             )
 
-    def means(self, count: int) -> torch.Tensor:
-        """`[3, rows, heads]` means; NaN for heads the model no longer has. ALBERT shared:
-        a row holds the sum over its applications, so they are averaged too."""
+    def means(self, sums: torch.Tensor, count: int) -> torch.Tensor:
+        """`[3, rows, heads]` means of all batches' `sums`; NaN for heads the model no
+        longer has. ALBERT shared: a row holds the sum over its applications, so they are
+        averaged too."""
         layout = self.layout
-        means = (self.sums / (count * (layout.num_layers if self.shared else 1))).cpu()
+        means = (sums / (count * (layout.num_layers if self.shared else 1))).cpu()
         for row in range(layout.score_rows(self.shared)):
             present = layout.kept[0] if self.shared else layout.kept_in_application(row)
             missing = sorted(set(range(layout.num_heads)) - set(present))
             means[:, row, missing] = float("nan")
         return means
+
+
+def _statistics_sums(model: nn.Module, kind: str | None, sums: _Accumulator,
+                     batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One batch's (statistics sums `[3, rows, heads]`, task loss sum, examples)."""
+    sums.start_batch(batch)
+    if kind is None:
+        model.base_model(**model_inputs(batch))
+        loss_sum = torch.zeros((), dtype=torch.float64, device=sums.device)
+    else:
+        loss_sum = task_outputs(model, batch, kind).losses.sum(dtype=torch.float64)
+    sums.check_batch(model)
+    return sums.sums, loss_sum, batch["input_ids"].shape[0]
 
 
 def attention_statistics(
@@ -158,12 +181,14 @@ def attention_statistics(
     shared: bool | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> AttentionStatistics:
     """Mean attention entropy, focus and confidence of every head on `batches`.
 
     With a task `kind` the task's forward runs (and `mean_loss` is its loss); without, only
     the encoder. Padding never changes the result: padded queries are not averaged and
-    padded keys are dropped from every distribution.
+    padded keys are dropped from every distribution. A batch that runs out of memory is
+    run again in halves (`headcount.backoff`).
 
     Example:
         >>> stats = attention_statistics(model, data.batches(32))
@@ -173,35 +198,35 @@ def attention_statistics(
     layout = head_layout(model)
     shared = layout.resolve_shared(shared)
     device = model_device(model)
-    sums = _Accumulator(layout, shared, device)
+    backoff = backoff or BatchBackoff()
+    accumulator = _Accumulator(layout, shared, device)
+    step = partial(_statistics_sums, model, kind, accumulator)
+    sums = accumulator.zeros()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     handles = []
     with eval_mode(model), eager_attention(model), torch.inference_mode():
         try:
-            handles = [block.attention.register_forward_hook(sums.hook)
+            handles = [block.attention.register_forward_hook(accumulator.hook)
                        for block in attention_blocks(model)]
             for batch in batches_on_device(batches, device, desc="attention",
                                            progress=progress, total=total):
-                sums.start_batch(batch)
-                if kind is None:
-                    model.base_model(**model_inputs(batch))
-                else:
-                    total_loss += task_outputs(model, batch, kind).losses.sum(
-                        dtype=torch.float64)
-                sums.check_batch(model)
-                count += batch["input_ids"].shape[0]
+                batch_sums, loss_sum, size = backoff.run(step, batch)
+                sums += batch_sums
+                total_loss += loss_sum
+                count += size
         finally:
             for handle in handles:
                 handle.remove()
-    sum_across_processes(sums.sums)
+    sum_across_processes(sums)
     sum_across_processes(total_loss)
     count = int(sum_across_processes(torch.tensor([count], device=device)).item())
     if count == 0:
         raise ConfigError("no batches to estimate importance on")
-    means = sums.means(count)
+    means = accumulator.means(sums, count)
     mean_loss = float(total_loss) / count if kind is not None else float("nan")
-    return AttentionStatistics(means[0], means[1], means[2], count, mean_loss, shared)
+    return AttentionStatistics(means[0], means[1], means[2], count, mean_loss, shared,
+                               backoff.final_size)
 
 
 @contextmanager

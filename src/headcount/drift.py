@@ -31,12 +31,14 @@ import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from headcount.arch import encoder_of
 from headcount.attention import per_example_mean, recording_attention, restricted_to_real_keys
+from headcount.backoff import BatchBackoff
 from headcount.errors import HeadcountError, UnsupportedModelError
 from headcount.forward import batches_on_device, eval_mode, model_device, model_inputs
 from headcount.layouts import HeadLayout, architecture_signature, head_layout
@@ -65,6 +67,7 @@ class Drift:
     l2_embeddings: float
     num_examples: int
     shared: bool
+    final_batch_size: int | None = None  # after out-of-memory back-off (headcount.backoff)
 
     def js_layer_mean(self) -> list[float | None]:
         """Mean JS over the heads present in each layer (None for a layer with none)."""
@@ -159,6 +162,46 @@ def _run(model: nn.Module, batch: dict[str, torch.Tensor], layout: HeadLayout, n
     return attentions, hidden
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """The two models compared, their shared head layout and their names."""
+
+    pretrained: nn.Module
+    finetuned: nn.Module
+    layout: HeadLayout
+    names: tuple[str, str]
+
+
+def _drift_sums(pair: _Pair, batch: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One batch's (JS sums `[layers, heads]`, L2 sums `[layers + 1]`, examples), float64."""
+    layout = pair.layout
+    device = model_device(pair.pretrained)
+    js_sums = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64,
+                          device=device)
+    l2_sums = torch.zeros(layout.num_layers + 1, dtype=torch.float64, device=device)
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    real = (torch.ones_like(ids) if mask is None else mask).to(torch.float64)
+    attention_a, hidden_a = _run(pair.pretrained, batch, layout, pair.names[0])
+    attention_b, hidden_b = _run(pair.finetuned, batch, layout, pair.names[1])
+    for layer in range(layout.num_layers):
+        kept = list(layout.kept_in_application(layer))
+        if not kept:
+            continue
+        p = restricted_to_real_keys(attention_a[layer], real)
+        q = restricted_to_real_keys(attention_b[layer].to(device), real)
+        if p.shape != q.shape or p.shape[1] != len(kept):
+            raise RuntimeError(f"layer {layer}: attention shapes {tuple(p.shape)} and "
+                               f"{tuple(q.shape)} for {len(kept)} heads")
+        per_query = js_divergence(p, q)  # [batch, heads present, queries]
+        js_sums[layer, kept] += per_example_mean(per_query, real).sum(dim=0)
+    for index, (a, b) in enumerate(zip(hidden_a, hidden_b, strict=True)):
+        distance = (a.to(torch.float64) - b.to(device, torch.float64)).norm(dim=-1)
+        l2_sums[index] += per_example_mean(distance, real).sum()
+    return js_sums, l2_sums, ids.shape[0]
+
+
 @torch.inference_mode()
 def attention_drift(
     pretrained: nn.Module,
@@ -168,6 +211,7 @@ def attention_drift(
     names: tuple[str, str] = ("pretrained", "finetuned"),
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> Drift:
     """JS divergence of every head's attention and L2 distance of every layer's hidden
     states between two models of the same shape, on the same `batches`.
@@ -176,7 +220,8 @@ def attention_drift(
     attention implementation. Each quantity is averaged over the real (non-padding) tokens
     of each example, then over examples; sums are kept in float64. Padding never changes
     the result: padded queries are not averaged and padded keys are dropped from every
-    distribution (which is renormalised over the real keys).
+    distribution (which is renormalised over the real keys). A batch that runs out of
+    memory is run again in halves (`headcount.backoff`).
 
     Example:
         >>> drift = attention_drift(pre, fine, data.batches(32))
@@ -186,32 +231,18 @@ def attention_drift(
     layout = check_same_shape(pretrained, finetuned, names)
     layers, heads = layout.num_layers, layout.num_heads
     device = next(pretrained.parameters()).device
+    backoff = backoff or BatchBackoff()
+    step = partial(_drift_sums, _Pair(pretrained, finetuned, layout, names))
     js_sums = torch.zeros(layers, heads, dtype=torch.float64, device=device)
     l2_sums = torch.zeros(layers + 1, dtype=torch.float64, device=device)
     count = 0
     with eval_mode(pretrained), eval_mode(finetuned):
         for batch in batches_on_device(batches, device, desc="drift", progress=progress,
                                        total=total):
-            ids = batch["input_ids"]
-            mask = batch.get("attention_mask")
-            real = (torch.ones_like(ids) if mask is None else mask).to(torch.float64)
-            attention_a, hidden_a = _run(pretrained, batch, layout, names[0])
-            attention_b, hidden_b = _run(finetuned, batch, layout, names[1])
-            for layer in range(layers):
-                kept = list(layout.kept_in_application(layer))
-                if not kept:
-                    continue
-                p = restricted_to_real_keys(attention_a[layer], real)
-                q = restricted_to_real_keys(attention_b[layer].to(device), real)
-                if p.shape != q.shape or p.shape[1] != len(kept):
-                    raise RuntimeError(f"layer {layer}: attention shapes {tuple(p.shape)} and "
-                                       f"{tuple(q.shape)} for {len(kept)} heads")
-                per_query = js_divergence(p, q)  # [batch, heads present, queries]
-                js_sums[layer, kept] += per_example_mean(per_query, real).sum(dim=0)
-            for index, (a, b) in enumerate(zip(hidden_a, hidden_b, strict=True)):
-                distance = (a.to(torch.float64) - b.to(device, torch.float64)).norm(dim=-1)
-                l2_sums[index] += per_example_mean(distance, real).sum()
-            count += ids.shape[0]
+            batch_js, batch_l2, size = backoff.run(step, batch)
+            js_sums += batch_js
+            l2_sums += batch_l2
+            count += size
     if count == 0:
         raise HeadcountError("no examples to compare")
     js = (js_sums / count).cpu()
@@ -220,7 +251,7 @@ def attention_drift(
         js[layer, missing] = float("nan")
     l2 = (l2_sums / count).cpu()
     return Drift(js=js, l2=l2[1:], l2_embeddings=float(l2[0]), num_examples=count,
-                 shared=layout.shared_layers)
+                 shared=layout.shared_layers, final_batch_size=backoff.final_size)
 
 
 def check_same_vocabulary(tokenizer_a, tokenizer_b, names: tuple[str, str]) -> None:

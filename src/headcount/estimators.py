@@ -27,6 +27,7 @@ from torch import nn
 from headcount.ablation import ablation_importance
 from headcount.arch import attention_blocks
 from headcount.attention import attention_statistics
+from headcount.backoff import BatchBackoff
 from headcount.choices import ESTIMATORS, check_choice
 from headcount.errors import ConfigError
 from headcount.importance import Importance, head_importance
@@ -51,12 +52,14 @@ def estimate_importance(
     heads_per_pass: int | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> Importance:
     """Head importance of `model` on `batches` of a task of `kind` by `estimator` (one of
     `ESTIMATORS`); higher = more important. See the module docstring for each definition.
 
     `shared` (default: True for ALBERT) gives one score per shared head; `heads_per_pass`
-    is the ablation's K (None: chosen from a memory budget).
+    is the ablation's K (None: chosen from a memory budget); `backoff` runs batches that
+    do not fit in memory in halves (`headcount.backoff`; default: a fresh one).
 
     Example:
         >>> imp = estimate_importance(model, data.batches(32), data.kind, "ablation")
@@ -65,7 +68,7 @@ def estimate_importance(
     """
     result, _ = estimate_for_record(model, batches, kind, estimator, shared=shared,
                                     heads_per_pass=heads_per_pass, progress=progress,
-                                    total=total)
+                                    total=total, backoff=backoff)
     return result
 
 
@@ -79,29 +82,36 @@ def estimate_for_record(
     heads_per_pass: int | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> tuple[Importance, dict]:
-    """`estimate_importance`, plus the fields a `scores.json` record gains: `entropy_nats`
-    (entropy/confidence: mean entropy per head, None for removed heads) or `mean_loss`
-    None (magnitude, which reads no data)."""
+    """`estimate_importance`, plus the fields a `scores.json` record gains:
+    `final_batch_size` (the batch size the estimate ended with, smaller than asked after
+    running out of memory; None where no batch ran), `entropy_nats` (entropy/confidence:
+    mean entropy per head, None for removed heads) or `mean_loss` None (magnitude, which
+    reads no data)."""
     check_estimator(estimator)
     if heads_per_pass is not None and heads_per_pass < 1:
         raise ConfigError(f"--heads-per-pass {heads_per_pass} must be at least 1")
     if estimator != "magnitude" and batches is None:
         raise ConfigError(f"the {estimator} estimator needs batches of examples")
+    backoff = backoff or BatchBackoff()
     if estimator == "gradient":
         head_layout(model).resolve_shared(shared)
-        return head_importance(model, batches, kind, shared=shared, progress=progress,
-                               total=total), {}
-    if estimator == "ablation":
-        return ablation_importance(model, batches, kind, shared=shared,
-                                   heads_per_pass=heads_per_pass, progress=progress,
-                                   total=total), {}
-    if estimator == "magnitude":
-        return magnitude_importance(model, shared=shared), {"mean_loss": None}
-    stats = attention_statistics(model, batches, kind, shared=shared, progress=progress,
-                                 total=total)
-    entropy = [[None if math.isnan(v) else v for v in row] for row in stats.entropy.tolist()]
-    return stats.importance(estimator), {"entropy_nats": entropy}
+        result, extras = head_importance(model, batches, kind, shared=shared,
+                                         progress=progress, total=total, backoff=backoff), {}
+    elif estimator == "ablation":
+        result, extras = ablation_importance(model, batches, kind, shared=shared,
+                                             heads_per_pass=heads_per_pass, progress=progress,
+                                             total=total, backoff=backoff), {}
+    elif estimator == "magnitude":
+        result, extras = magnitude_importance(model, shared=shared), {"mean_loss": None}
+    else:
+        stats = attention_statistics(model, batches, kind, shared=shared, progress=progress,
+                                     total=total, backoff=backoff)
+        entropy = [[None if math.isnan(v) else v for v in row]
+                   for row in stats.entropy.tolist()]
+        result, extras = stats.importance(estimator), {"entropy_nats": entropy}
+    return result, {"final_batch_size": backoff.final_size, **extras}
 
 
 # --------------------------------------------------------------------------- ablation

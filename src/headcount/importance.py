@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
+from headcount.backoff import BatchBackoff
 from headcount.choices import NORMALIZATIONS, UNITS, check_choice
 from headcount.distributed import sum_across_processes
 from headcount.errors import ConfigError
@@ -112,6 +114,14 @@ def batch_gate_gradients(model: nn.Module, batch: dict[str, torch.Tensor], kind:
     return rows, losses.detach()
 
 
+def _abs_sums(model: nn.Module, kind: str, units: tuple[str, ...], shared: bool,
+              batch: dict[str, torch.Tensor]) -> tuple:
+    """One batch's additive parts: per kind Σ_x |∂L(x)/∂ξ|, the loss sum, the count."""
+    gradients, losses = batch_gate_gradients(model, batch, kind, units, shared)
+    sums = tuple(gradients[unit].abs().sum(dim=0, dtype=torch.float64) for unit in units)
+    return (*sums, losses.sum(dtype=torch.float64), losses.shape[0])
+
+
 def unit_importance(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -121,10 +131,12 @@ def unit_importance(
     shared: bool | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> dict[str, Importance]:
     """Exact per-example importance of each kind of unit in `units` ("heads", "neurons"),
     all from one backward pass per batch; `{kind: Importance}` with `raw` of shape
-    `[layers, units]` (one row when `shared`).
+    `[layers, units]` (one row when `shared`). A batch that runs out of memory is run again
+    in halves (`backoff`, see `headcount.backoff`).
 
     Example:
         >>> both = unit_importance(model, data.batches(32), data.kind,
@@ -134,22 +146,24 @@ def unit_importance(
     """
     shared = head_layout(model).resolve_shared(shared)
     device = model_device(model)
+    backoff = backoff or BatchBackoff()
+    step = partial(_abs_sums, model, kind, tuple(units), shared)
     # Sums stay on the device: no host synchronisation per batch.
     layouts = {unit: unit_layout(model, unit) for unit in units}
-    sums = {unit: torch.zeros(layout.score_rows(shared), layout.num_units, dtype=torch.float64,
-                              device=device) for unit, layout in layouts.items()}
+    sums = [torch.zeros(layout.score_rows(shared), layout.num_units, dtype=torch.float64,
+                        device=device) for layout in layouts.values()]
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     with eval_mode(model), frozen_parameters(model):
         for batch in batches_on_device(batches, device, desc="importance", progress=progress,
                                        total=total):
-            gradients, losses = batch_gate_gradients(model, batch, kind, units, shared)
-            for unit, gradient in gradients.items():
-                sums[unit] += gradient.abs().sum(dim=0, dtype=torch.float64)
-            total_loss += losses.sum(dtype=torch.float64)
-            count += losses.shape[0]
+            *parts, loss_sum, size = backoff.run(step, batch)
+            for total_abs, part in zip(sums, parts, strict=True):
+                total_abs += part
+            total_loss += loss_sum
+            count += size
     # Under torch.distributed each process saw its own share of the examples: add them up.
-    for total_abs in sums.values():
+    for total_abs in sums:
         sum_across_processes(total_abs)
     sum_across_processes(total_loss)
     count = int(sum_across_processes(torch.tensor([count], device=device)).item())
@@ -157,7 +171,7 @@ def unit_importance(
         raise ConfigError("no batches to estimate importance on")
     mean_loss = float(total_loss) / count
     return {unit: Importance((total_abs / count).float().cpu(), count, mean_loss, shared)
-            for unit, total_abs in sums.items()}
+            for unit, total_abs in zip(units, sums, strict=True)}
 
 
 def head_importance(
@@ -168,6 +182,7 @@ def head_importance(
     shared: bool | None = None,
     progress: bool = False,
     total: int | None = None,
+    backoff: BatchBackoff | None = None,
 ) -> Importance:
     """Exact per-example head importance of `model` on `batches` of a task of `kind`.
 
@@ -183,4 +198,4 @@ def head_importance(
         torch.Size([12, 12])
     """
     return unit_importance(model, batches, kind, units=("heads",), shared=shared,
-                           progress=progress, total=total)["heads"]
+                           progress=progress, total=total, backoff=backoff)["heads"]

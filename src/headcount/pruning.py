@@ -355,6 +355,7 @@ def point_record(point: CurvePoint) -> dict:
         "pruned": [list(head) for head in point.pruned],
         "metrics": evaluation.metrics, "main": evaluation.main,
         "mean_loss": evaluation.mean_loss, "num_examples": evaluation.num_examples,
+        "final_batch_size": evaluation.final_batch_size,
     }
     if point.units != "heads":
         record.update(units=point.units, neurons_remaining=point.neurons_remaining,
@@ -368,7 +369,7 @@ def point_from_record(record: dict) -> CurvePoint:
         heads_remaining=record["heads_remaining"],
         pruned=tuple((int(layer), int(head)) for layer, head in record["pruned"]),
         evaluation=Evaluation(record["metrics"], record["main"], record["mean_loss"],
-                              record["num_examples"]),
+                              record["num_examples"], record.get("final_batch_size")),
         units=record.get("units", "heads"),
         neurons_remaining=record.get("neurons_remaining"),
         pruned_neurons=tuple((int(layer), int(unit))

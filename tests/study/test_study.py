@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import WIKITEXT_DIR, save_checkpoint
+from conftest import WIKITEXT_DIR, out_of_memory_above, save_checkpoint
 
 from headcount.cli.app import main
 
@@ -137,8 +140,6 @@ def test_the_run_directory_has_tables_figures_and_report(uninterrupted):
 
 
 def test_the_companion_studies_are_in_the_tables_and_the_report(uninterrupted):
-    import json
-
     tables = read_tables(uninterrupted)
     for name in ("order_curves", "order_finetune", "compensation", "compensation_layers",
                  "compensation_heads", "estimator_scores", "estimator_agreement", "sparsity"):
@@ -212,7 +213,7 @@ def test_a_run_directory_of_another_config_is_refused_unless_forced(setup, unint
 def test_force_starts_afresh_only_in_a_headcount_run_directory(setup, tmp_path):
     from headcount.errors import HeadcountError
     from headcount.study.config import load_config
-    from headcount.study.units import prepare_run_dir
+    from headcount.study.rundir import prepare_run_dir
 
     _, config_path = setup
     config = load_config(config_path)
@@ -232,3 +233,173 @@ def test_force_starts_afresh_only_in_a_headcount_run_directory(setup, tmp_path):
         with pytest.raises(HeadcountError, match="not a headcount run directory"):
             prepare_run_dir(config, precious, force=force)
     assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+# --------------------------------------------------------------------------- run-directory safety
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under `root` with its size and modification time."""
+    return {path: (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(root.rglob("*"))}
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files (hidden staging files and folders) and the lock under `root`."""
+    return [path for path in root.rglob("*")
+            if path.name.startswith(".") or path.name == "lock.json"]
+
+
+def test_a_second_writer_stops_at_once_and_a_killed_writers_lock_is_taken_over(
+        setup, uninterrupted, tmp_path, capsys):
+    _, config = setup
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from headcount.study.lock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(600)",
+         str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        before = snapshot(run)
+        for force in ([], ["--force"]):  # --force does not bypass a live lock
+            started = time.perf_counter()
+            assert main(["study", str(config), "--out", str(run), "--quiet", *force]) == 2
+            assert time.perf_counter() - started < 10
+            err = capsys.readouterr().err
+            assert len(err.splitlines()) == 1
+            assert f"{run} is being written by another headcount process (pid " \
+                   f"{holder.pid} on {socket.gethostname()}, started " in err
+        assert snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["study", str(config), "--out", str(run), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"locked by a process that is no longer running (pid {holder.pid} on" in err
+    assert not leftovers(run)
+
+
+def test_damaged_units_are_reported_and_computed_again(setup, uninterrupted, tmp_path,
+                                                       capsys):
+    _, config = setup
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    units = run / "units"
+    curve = units / "curves" / "tiny" / "toy" / "l1" / "seed-0.json"
+    curve.write_bytes(curve.read_bytes()[:100])  # cut short: today's JSONDecodeError
+    scores = units / "importance" / "tiny" / "toy" / "seed-1.json"
+    scores.write_text(scores.read_text().replace('"mean_loss": ', '"mean_loss": 1', 1))
+    (units / "finetune" / "tiny" / "toy" / "seed-1" / "model.safetensors").unlink()
+    (units / "drift" / "tiny" / "toy" / "seed-0.json").unlink()
+    assert main(["study", str(config), "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("headcount: note:")]
+    assert notes == [
+        f"headcount: note: unit units/curves/tiny/toy/l1/seed-0.json is damaged: truncated "
+        f"to 100 of {len((uninterrupted / curve.relative_to(run)).read_bytes())} bytes; "
+        "computing it again",
+        "headcount: note: unit units/drift/tiny/toy/seed-0.json is damaged: missing; "
+        "computing it again",
+        "headcount: note: unit units/finetune/tiny/toy/seed-1 is damaged: model.safetensors "
+        "missing; computing it again",
+        "headcount: note: unit units/importance/tiny/toy/seed-1.json is damaged: not matching "
+        "its recorded checksum; computing it again",
+    ]
+    assert "4 units computed (4 damaged, computed again)" in err
+    assert read_tables(run) == read_tables(uninterrupted)
+    assert main(["study", str(config), "--out", str(run), "--quiet"]) == 0
+    assert "damaged" not in capsys.readouterr().err
+
+
+def test_a_run_directory_of_a_newer_headcount_is_refused(setup, uninterrupted, tmp_path,
+                                                          capsys):
+    _, config = setup
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    state = json.loads((run / "study.json").read_text())
+    (run / "study.json").write_text(json.dumps({**state, "format": 99,
+                                                "headcount": "7.0"}))
+    before = snapshot(run)
+    assert main(["study", str(config), "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"headcount: error: {run} was written by headcount 7.0 "
+                          "(run-directory format 99)") and len(err.splitlines()) == 1
+    assert snapshot(run) == before
+
+
+def wait_for(condition, process: subprocess.Popen, what: str) -> None:
+    deadline = time.time() + 240
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the study ended before {what}: {process.stderr.read()[-3000:]}")
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def ledger_lines(out: Path) -> int:
+    ledger = out / "units" / "checksums.jsonl"
+    return len(ledger.read_text().splitlines()) if ledger.exists() else 0
+
+
+def test_sigterm_and_ctrl_c_stop_cleanly_and_the_study_resumes(setup, uninterrupted):
+    root, config = setup
+    out = root / "signalled"
+    resume = f"resume with: headcount study {config} --out {out}"
+    for signum, status, said in ((signal.SIGTERM, 143, "headcount: stopped by SIGTERM"),
+                                 (signal.SIGINT, 130, "headcount: interrupted")):
+        done = ledger_lines(out)
+        process = run_cli(config, out)
+        wait_for(lambda done=done: ledger_lines(out) > done + 2, process,
+                 "some units were done")
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == status, err[-3000:]
+        assert said in err and resume in err
+        assert not leftovers(out), leftovers(out)
+    assert not (out / "report.html").exists()
+    resumed = run_cli(config, out)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "damaged" not in err
+    assert read_tables(out) == read_tables(uninterrupted)
+
+
+def assert_close_tables(tables: dict, expected: dict) -> None:
+    """The same tables, rows and cells; numbers equal up to floating-point rounding (a
+    forward of fewer examples rounds differently; the ablation's differences of close
+    losses show it most, at a few 1e-6 relative)."""
+    assert tables.keys() == expected.keys()
+    for name, rows in expected.items():
+        assert len(tables[name]) == len(rows), name
+        for row, want in zip(tables[name], rows, strict=True):
+            assert row.keys() == want.keys(), name
+            for key, value in want.items():
+                if row[key] == value:
+                    continue
+                assert float(row[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-7), (
+                    name, key, row[key], value)
+
+
+def test_out_of_memory_backs_off_and_the_tables_are_the_same(setup, uninterrupted, tmp_path):
+    _, config = setup
+    out = tmp_path / "small-device"
+    # Inference holds 4 of the study's batches of 8 examples; ablation, which runs 4
+    # replicas of a batch per forward, 1.
+    with out_of_memory_above(4, inference_only=True) as memory:
+        assert main(["study", str(config), "--out", str(out), "--quiet"]) == 0
+    assert memory.raised and max(memory.ran) == 4
+    assert_close_tables(read_tables(out), read_tables(uninterrupted))
+    units = out / "units"
+    sizes = {
+        "curve point": json.loads((units / "curves" / "tiny" / "toy" / "l1" / "seed-0.json")
+                                  .read_text())["points"][0]["final_batch_size"],
+        "drift": json.loads((units / "drift" / "tiny" / "toy" / "seed-0.json").read_text())[
+            "final_batch_size"],
+        **{estimator: json.loads((units / "importance-estimators" / "tiny" / "toy" /
+                                  estimator / "seed-0.json").read_text())["final_batch_size"]
+           for estimator in ("ablation", "entropy", "confidence")},
+    }
+    assert sizes == {"curve point": 4, "drift": 4, "ablation": 1, "entropy": 4,
+                     "confidence": 4}

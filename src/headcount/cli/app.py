@@ -9,6 +9,7 @@ line on stderr and exit status 2, no traceback. torch loads only once a command 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 
@@ -60,21 +61,35 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `headcount` with `argv` (default: sys.argv[1:]); the exit status."""
+    """Run `headcount` with `argv` (default: sys.argv[1:]); the exit status: 0, 2 for a
+    user error, 130 / 143 when stopped by Ctrl-C / SIGTERM (`headcount.stopping`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         from headcount.distributed import init_from_launcher
+        from headcount.stopping import stop_on_signals
 
-        # Under torchrun / accelerate launch: join the process group.
-        init_from_launcher(getattr(args, "device", None))
-        args.run(args)
+        with stop_on_signals():
+            # Under torchrun / accelerate launch: join the process group.
+            init_from_launcher(getattr(args, "device", None))
+            args.run(args)
     except HeadcountError as error:
         print(f"headcount: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("headcount: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as error:
+        return _stopped(error, args, argv)
     finally:
         warnings.formatwarning = previous_format
     return 0
+
+
+def _stopped(error: KeyboardInterrupt, args, argv: list[str]) -> int:
+    """Say that the command stopped (and how to resume one that can), its exit status."""
+    status = getattr(error, "exit_status", EXIT_INTERRUPTED)
+    print("headcount: interrupted" if status == EXIT_INTERRUPTED
+          else f"headcount: stopped by {error}", file=sys.stderr)
+    if getattr(args, "resumable", False):
+        print("headcount: every finished unit is saved; resume with: "
+              f"{shlex.join(['headcount', *argv])}", file=sys.stderr)
+    return status

@@ -17,9 +17,10 @@ def add_study_command(commands) -> None:
     study.add_argument("--out", help="run directory (default runs/<study name>)")
     study.add_argument("--force", action="store_true",
                        help="start afresh in a run directory made by another configuration "
-                            "(only ever deletes a headcount run directory)")
+                            "(only ever deletes a headcount run directory; never one that "
+                            "another process is writing)")
     study.add_argument("--quiet", action="store_true", help="no progress output")
-    study.set_defaults(run=_study)
+    study.set_defaults(run=_study, resumable=True)
 
 
 def add_demo_command(commands) -> None:
@@ -38,7 +39,7 @@ def add_demo_command(commands) -> None:
     demo.add_argument("--force", action="store_true",
                       help="start afresh if --out holds a run of other settings")
     demo.add_argument("--quiet", action="store_true")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, resumable=True)
 
 
 def _study(args) -> None:

@@ -84,6 +84,7 @@ def drift_job(
         "js_layer_max": drift.js_layer_max(),
         "l2": [float(value) for value in drift.l2],
         "l2_embeddings": drift.l2_embeddings,
+        "final_batch_size": drift.final_batch_size,
         "averaging": AVERAGING,
         "options": {k: v for k, v in asdict(options).items() if k not in ("task", "split")},
         "versions": versions(),

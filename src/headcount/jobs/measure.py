@@ -48,12 +48,14 @@ def importance_job(
         result, extras = estimate_for_record(
             loaded.model, prepared.batches(), data.kind, estimator,
             heads_per_pass=heads_per_pass, progress=progress, total=prepared.num_batches(),
+            backoff=prepared.backoff,
         )
         results = {"heads": result}
     else:
-        results, extras = unit_importance(loaded.model, prepared.batches(), data.kind,
-                                          units=kinds, progress=progress,
-                                          total=prepared.num_batches()), {}
+        results = unit_importance(loaded.model, prepared.batches(), data.kind, units=kinds,
+                                  progress=progress, total=prepared.num_batches(),
+                                  backoff=prepared.backoff)
+        extras = {"final_batch_size": prepared.backoff.final_size}
         result = next(iter(results.values()))
     return {
         **data_record(model, options, data, result.num_examples),
@@ -80,6 +82,7 @@ def evaluate_job(model: str, options: DataOptions, *, device=None, progress: boo
         "metrics": result.metrics,
         "main_metric": result.main,
         "mean_loss": result.mean_loss,
+        "final_batch_size": result.final_batch_size,
         "new_head": prepared.loaded.new_head,
         "versions": versions(),
     }

@@ -3,11 +3,12 @@ model for it, encode the examples" (`prepare_task`, a `PreparedTask` that also e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from headcount.backoff import BatchBackoff
 from headcount.data import EncodedData, prepare_data
 from headcount.distributed import rank_and_world
 from headcount.errors import ConfigError
@@ -99,12 +100,15 @@ def data_record(model: str, options: DataOptions, data: EncodedData, num_example
 @dataclass(frozen=True)
 class PreparedTask:
     """A task resolved, a model loaded for it and its examples encoded: what every job that
-    scores a model starts from."""
+    scores a model starts from. Its evaluations share one out-of-memory `backoff`: once a
+    batch had to be halved, every later evaluation (each point of a curve) starts from the
+    size that fits."""
 
     task: Task
     loaded: LoadedModel
     data: EncodedData
     options: DataOptions
+    backoff: BatchBackoff = field(default_factory=BatchBackoff)
 
     @property
     def model(self) -> nn.Module:
@@ -119,7 +123,8 @@ class PreparedTask:
     def evaluate(self, model: nn.Module | None = None, *, progress: bool = False) -> Evaluation:
         """The task's metrics of `model` (default: the loaded model) on these examples."""
         return evaluate(self.model if model is None else model, self.batches(), self.data.kind,
-                        self.task.metric, progress=progress, total=self.num_batches())
+                        self.task.metric, progress=progress, total=self.num_batches(),
+                        backoff=self.backoff)
 
 
 def prepare_task(model: str, options: DataOptions, *, device=None) -> PreparedTask:

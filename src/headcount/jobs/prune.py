@@ -162,8 +162,9 @@ def _ranking(prepared: PreparedTask, model: str, request: CurveRequest,
     def rank(candidate):
         if kinds == ("heads",):
             return estimate_importance(candidate, ranker.batches(), ranker.data.kind,
-                                       estimator).raw
-        estimates = unit_importance(candidate, ranker.batches(), ranker.data.kind, units=kinds)
+                                       estimator, backoff=ranker.backoff).raw
+        estimates = unit_importance(candidate, ranker.batches(), ranker.data.kind, units=kinds,
+                                    backoff=ranker.backoff)
         return {kind: estimate.raw for kind, estimate in estimates.items()}
 
     rank_name = rank_spec if estimator == "gradient" else f"{rank_spec} ({estimator})"

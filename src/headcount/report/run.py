@@ -7,22 +7,25 @@ from pathlib import Path
 from headcount.report.assemble import write_report
 from headcount.study.config import StudyConfig, load_config, parse_config
 from headcount.study.demo import demo_config_text
-from headcount.study.runner import run_units
+from headcount.study.runner import open_run, study_tables
 
 
 def run_study(config: StudyConfig, out: str | Path, *, force: bool = False,
               progress: bool = True) -> dict:
-    """Run (or resume) the study into `out` and write its report; the report's paths.
+    """Run (or resume) the study into `out` and write its report; the report's paths. The
+    run directory is locked until the report is written.
 
     Example:
         >>> run_study(load_config("examples/glue-local.toml"), "runs/glue-local")["html"]
         PosixPath('runs/glue-local/report.html')
     """
-    study = run_units(config, out, force=force, progress=progress)
-    paths = write_report(study.root, study.tables, study.meta)
-    counts = study.run.counts
-    study.run.log(f"{counts['done']} units computed, {counts['skipped']} already done; "
-                  f"report: {paths['html']}")
+    with open_run(config, out, force=force, progress=progress) as run:
+        study = study_tables(run)
+        paths = write_report(study.root, study.tables, study.meta)
+    counts = run.counts
+    damaged = f" ({counts['recomputed']} damaged, computed again)" if counts["recomputed"] else ""
+    run.log(f"{counts['done']} units computed{damaged}, {counts['skipped']} already done; "
+            f"report: {paths['html']}")
     return paths
 
 

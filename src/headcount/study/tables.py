@@ -28,7 +28,10 @@ def write_tables(directory: Path, tables: dict[str, list[dict]]) -> list[Path]:
         table = pa.Table.from_pylist([{column: row.get(column) for column in columns}
                                       for row in rows])
         staging = directory / f".{name}.parquet.tmp"
-        pq.write_table(table, staging)
-        staging.replace(directory / f"{name}.parquet")
+        try:
+            pq.write_table(table, staging)
+            staging.replace(directory / f"{name}.parquet")
+        finally:
+            staging.unlink(missing_ok=True)  # stopped midway: no temporary file is left
         written.append(directory / f"{name}.parquet")
     return written

@@ -6,126 +6,112 @@ is about); the option builders say which examples each kind of unit uses; `finet
 companion studies are made of.
 
 Every finished unit (a fine-tuned checkpoint, an importance estimate, each curve point) is
-written atomically as soon as it is done, under RUN_DIR/units/. Running the same command
-again skips finished units and finishes the rest: a run killed at any moment (even with
-SIGKILL) resumes without recomputing or duplicating anything. A run directory made with a
-different configuration is refused unless `--force`, which starts it afresh.
+written atomically as soon as it is done, under RUN_DIR/units/, and its checksums are
+recorded (`headcount.study.checksums`). Running the same command again skips finished
+units and finishes the rest: a run killed at any moment (even with SIGKILL) resumes without
+recomputing or duplicating anything. A unit damaged on disk since (files missing,
+truncated, unparsable, or not matching their checksums) is reported in one line and
+computed again. Stopped by Ctrl-C or SIGTERM, the unit in progress is discarded (a curve
+keeps its finished points). The run directory itself (its state, lock and checks) is
+`headcount.study.rundir` and `headcount.study.lock`.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from headcount.errors import HeadcountError
-from headcount.io import read_json_record, versions, write_atomic, write_json
+from headcount.distributed import is_main_process
+from headcount.io import read_json_record, write_atomic, write_json
+from headcount.study.checksums import Ledger, text_digests
 from headcount.study.config import ModelSpec, StudyConfig, TaskSpec
+from headcount.study.lock import print_note
 
 if TYPE_CHECKING:
     from headcount.jobs.prepared import DataOptions
     from headcount.training import TrainingConfig
 
-STATE_FILE = "study.json"
 MLM = "mlm"  # the task name of the masked-LM (pre-train) task in paths and tables
 
 
 class Run:
-    """A run directory: where each unit's result lives, and the log of the work."""
+    """A run directory: where each unit's result lives, its checksums, and the log of the
+    work. Only the main process (under torchrun) records checksums and removes damaged
+    units; every process decides alike what is left to do."""
 
     def __init__(self, config: StudyConfig, root: Path, *, progress: bool = True):
         self.config = config
         self.root = root
         self.units = root / "units"
         self.progress = progress
-        self.counts = {"done": 0, "skipped": 0}
+        self.counts = {"done": 0, "skipped": 0, "recomputed": 0}
+        self.main = is_main_process()
+        self.ledger = Ledger(root, writable=self.main)
 
     def path(self, *parts: str) -> Path:
         path = self.units.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def finished(self, output: Path) -> bool:
+        """Whether `output` holds a finished unit whose files match their checksums. A
+        damaged one is reported in one line and removed, to be computed again."""
+        damage = self.ledger.damage(output)
+        if damage is None:
+            return output.exists()
+        self.counts["recomputed"] += 1
+        if self.main:
+            print_note(f"unit {self.ledger.key(output)} is damaged: {damage}; "
+                       "computing it again")
+            if output.is_dir():
+                shutil.rmtree(output)
+            else:
+                output.unlink(missing_ok=True)
+        return False
+
     @contextmanager
     def unit(self, label: str, output: Path):
-        """Run the block unless `output` exists; log what happened. The block must create
-        `output` atomically (the last thing it does)."""
-        if output.exists():
+        """Run the block unless `output` holds a finished unit; log what happened. The
+        block must create `output` atomically (the last thing it does); its checksums are
+        recorded then."""
+        if self.finished(output):
             self.counts["skipped"] += 1
             yield False
             return
         started = time.perf_counter()
         self.log(f"{label} ...")
-        yield True
+        try:
+            yield True
+        except KeyboardInterrupt:
+            self.log(f"{label}: stopped; the unit was discarded")
+            raise
         if not output.exists():
             raise RuntimeError(f"unit {label} did not produce {output}")
+        self.ledger.record(output)
         self.counts["done"] += 1
         self.log(f"{label} done in {time.perf_counter() - started:.1f} s")
+
+    def write_unit(self, output: Path, payload: dict) -> None:
+        """Write a JSON unit that is written again as it grows (a curve, point by point):
+        its checksums are recorded first, so that a kill between the two leaves the
+        previous version, which matches its own."""
+        text = json.dumps(payload, indent=2) + "\n"
+        self.ledger.record(output, text_digests(output, text), pending=True)
+        write_atomic(output, text)
 
     def log(self, message: str) -> None:
         if self.progress:
             stamp = datetime.now().strftime("%H:%M:%S")
             print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
-
-
-def prepare_run_dir(config: StudyConfig, root: Path, *, force: bool) -> None:
-    """Create the run directory, or check that it belongs to this configuration.
-
-    `force` starts afresh only in a directory that is a headcount run directory (it has
-    study.json): nothing else is ever deleted.
-    """
-    state_path = root / STATE_FILE
-    if root.exists() and any(root.iterdir()):
-        if not state_path.exists():
-            raise HeadcountError(f"--out {root} exists, is not empty and is not a headcount "
-                                 "run directory; choose another --out")
-        state = read_json_record(state_path, "study state")
-        if state.get("config_digest") != config.digest:
-            if not force:
-                raise HeadcountError(
-                    f"{root} was made by a different configuration (digest "
-                    f"{state.get('config_digest')}, this one {config.digest}); use another "
-                    "--out, or --force to start it afresh"
-                )
-            shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_partial_writes(root / "units")
-    if not state_path.exists():
-        write_json(state_path, {"name": config.name, "config_digest": config.digest,
-                                "created": datetime.now(UTC).isoformat()})
-    write_atomic(root / "config.toml", config.text)
-
-
-def _remove_partial_writes(units: Path) -> None:
-    """Atomic writes stage into hidden files and folders ('.name.xyz') beside their target;
-    a killed run can leave some behind. Nothing else in units/ is hidden."""
-    if not units.exists():
-        return
-    for path in sorted(units.rglob(".*"), reverse=True):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
-
-
-def environment(device: torch.device) -> dict:
-    return {
-        "versions": versions(),
-        "git": versions().get("headcount_git"),
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})"
-                                 if device.type == "cuda" else ""),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 # --------------------------------------------------------------------------- what a unit is about
@@ -330,7 +316,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
     run = ctx.run
     spec = run.config.pruning
     ratios = step_ratios(spec.step)
-    saved = json.loads(output.read_text()) if output.exists() else {"points": []}
+    saved = read_json_record(output, "curve") if run.finished(output) else {"points": []}
     completed = [point_from_record(p) for p in saved["points"]]
     if len(completed) >= len(ratios):
         run.counts["skipped"] += 1
@@ -341,14 +327,18 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
 
     def save(point):
         records.append(point_record(point))
-        write_json(output, {"meta": meta, "points": records})
+        run.write_unit(output, {"meta": meta, "points": records})
 
-    pruning_curve(
-        prepared.model, prepared.evaluate,
-        Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
-        CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
-        completed=completed, on_point=save,
-    )
+    try:
+        pruning_curve(
+            prepared.model, prepared.evaluate,
+            Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
+            CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
+            completed=completed, on_point=save,
+        )
+    except KeyboardInterrupt:
+        run.log(f"curve: {label}: stopped; its {len(records)} finished points are kept")
+        raise
     run.counts["done"] += 1
     return curve_rows([point_from_record(p) for p in json.loads(output.read_text())["points"]],
                       meta)
