@@ -282,3 +282,21 @@ def test_albert_is_refused(tmp_path, glue_dir, capsys):
     albert = save_checkpoint(tmp_path / "albert", "albert")
     assert main(compress_argv(albert, glue_dir, tmp_path / "o", "--budget", "flops=0.5")) == 2
     assert "compress needs one set of weights per layer" in capsys.readouterr().err
+
+
+def test_compare_job_measures_every_method_at_every_budget(checkpoint, glue_dir):
+    from headcount.jobs.compress import METHODS, CompareRequest, compare_job
+    from headcount.jobs.prepared import DataOptions
+
+    options = DataOptions("sst2", data_dir=str(glue_dir), split="train")
+    dev = DataOptions("sst2", data_dir=str(glue_dir), split="dev", max_examples=32,
+                      max_length=24)
+    rows = compare_job(str(checkpoint), options, dev,
+                       CompareRequest(budgets=(0.7, 0.5), seq_length=24, batch_size=16,
+                                      max_examples=32, latency=False), device="cpu")
+    assert [(row["budget"], row["method"]) for row in rows] == \
+        [(1.0, "unpruned")] + [(b, m) for b in (0.7, 0.5) for m in METHODS]
+    for row in rows[1:]:
+        if row["method"] != "heads-only":  # heads alone cannot always reach the budget
+            assert row["flops_kept"] <= row["budget"] + 1e-9
+        assert 0 <= row["relative"] and row["metric"] == "accuracy"

@@ -11,24 +11,21 @@ length.
 
 from __future__ import annotations
 
-import time
+import copy
 from dataclasses import dataclass, replace
-
-import torch
 
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.choices import FISHER_KINDS, check_choice
+from headcount.compression import StepTimer, compress_model, heads_only_model
 from headcount.cost import encoder_cost, unit_prices
 from headcount.errors import ConfigError
 from headcount.fisher import mask_fisher
+from headcount.importance import unit_importance
 from headcount.io import versions
 from headcount.jobs.prepared import DataOptions, PreparedTask, prepare_for, prepare_task
 from headcount.latency import latency_prices, latency_table, measure_model_latency
 from headcount.layouts import head_layout, neuron_layout
-from headcount.mask_search import Budget, search_masks
-from headcount.rearrange import rearrange
-from headcount.removal import remove_units
-from headcount.tuning import fold_scales, tune_masks
+from headcount.mask_search import Budget
 
 
 @dataclass(frozen=True)
@@ -92,60 +89,6 @@ def _prices(model, request: CompressRequest):
     return latency_prices(table), {"table": table, "cached": cached}
 
 
-def _masks(model, kept: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    heads, neurons = head_layout(model), neuron_layout(model)
-    head_mask = torch.zeros(heads.num_layers, heads.num_heads)
-    neuron_mask = torch.zeros(neurons.num_layers, neurons.num_neurons)
-    for layer, unit in kept["heads"]:
-        head_mask[layer, unit] = 1
-    for layer, unit in kept["neurons"]:
-        neuron_mask[layer, unit] = 1
-    return head_mask, neuron_mask
-
-
-def _pruned_units(model, head_gates, neuron_gates) -> dict[str, list]:
-    heads, neurons = head_layout(model), neuron_layout(model)
-    return {
-        "heads": [(layer, h) for layer, kept in enumerate(heads.kept) for h in kept
-                  if float(head_gates[layer, h]) == 0],
-        "neurons": [(layer, j) for layer, kept in enumerate(neurons.kept) for j in kept
-                    if float(neuron_gates[layer, j]) == 0],
-    }
-
-
-class _Steps:
-    """Wall time of each step, in order."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._started = time.perf_counter()
-
-    def done(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = now - self._started
-        self._started = now
-
-
-def _search(prepared: PreparedTask, request: CompressRequest, progress: bool, steps: _Steps):
-    """Fisher, search and (optionally) rearrangement: the kept units and what led to them."""
-    model = prepared.model
-    fisher = mask_fisher(model, prepared.batches(), prepared.data.kind,
-                         per_example=request.fisher == "per-example", progress=progress,
-                         total=prepared.num_batches())
-    steps.done("fisher")
-    prices, latency = _prices(model, request)
-    present = {"heads": [list(k) for k in head_layout(model).kept],
-               "neurons": [list(k) for k in neuron_layout(model).kept]}
-    result = search_masks(fisher.diagonal, present, prices, request.budget.fraction)
-    steps.done("search")
-    kept = result.kept
-    if request.rearrange:
-        kept = {kind: rearrange(fisher.blocks[kind], kept[kind], present[kind])
-                for kind in ("heads", "neurons")}
-        steps.done("rearrange")
-    return kept, result, prices, latency
-
-
 @dataclass
 class _Measured:
     """The model's metric, cost and latency at one point (before or after)."""
@@ -175,7 +118,7 @@ def compress_job(model: str, options: DataOptions, request: CompressRequest, out
     request.check()
     check_empty_target(out)
     eval_options = _eval_options(options, request)
-    steps = _Steps()
+    steps = StepTimer()
     prepared = _calibration(model, options, request, device)
     network = prepared.model
     if head_layout(network).shared_layers:
@@ -187,16 +130,16 @@ def compress_job(model: str, options: DataOptions, request: CompressRequest, out
                               eval_options)
     before = _measure(network, evaluation, request, progress)
     steps.done("measure before")
-    kept, result, prices, latency = _search(prepared, request, progress, steps)
-    head_gates, neuron_gates = _masks(network, kept)
-    tuning = None
-    if request.tune:
-        head_gates, neuron_gates, tuning = tune_masks(
-            network, prepared.batches(), head_gates, neuron_gates,
-            first_token_only=prepared.data.kind != "mlm", progress=progress)
-        fold_scales(network, head_gates, neuron_gates)
-        steps.done("tune")
-    remove_units(network, _pruned_units(network, head_gates, neuron_gates))
+    fisher = mask_fisher(network, prepared.batches(), prepared.data.kind,
+                         per_example=request.fisher == "per-example", progress=progress,
+                         total=prepared.num_batches())
+    steps.done("fisher")
+    prices, latency = _prices(network, request)
+    done = compress_model(network, fisher, prices, request.budget.fraction,
+                          prepared.batches() if request.tune else None,
+                          rearranged=request.rearrange,
+                          first_token_only=prepared.data.kind != "mlm", progress=progress,
+                          timer=steps)
     after = _measure(network, evaluation, request, progress)
     steps.done("measure after")
     record = {
@@ -206,10 +149,10 @@ def compress_job(model: str, options: DataOptions, request: CompressRequest, out
         "eval": {"task": eval_options.task, "split": eval_options.split,
                  "examples": after.evaluation.num_examples},
         **_comparison(network, before, after),
-        "search": {"predicted_cost": result.cost, "full_cost": prices.full,
-                   "fisher_kept": result.importance, "fisher": request.fisher},
+        "search": {"predicted_cost": done.search.cost, "full_cost": prices.full,
+                   "fisher_kept": done.search.importance, "fisher": request.fisher},
         **_latency_fields(network, latency),
-        "tuning": None if tuning is None else vars(tuning),
+        "tuning": None if done.tuning is None else vars(done.tuning),
         "versions": versions(),
     }
     save_pruned_atomically(network, out, prepared.loaded.tokenizer,
@@ -240,3 +183,89 @@ def _latency_fields(network, latency: dict | None) -> dict:
     predicted = latency["table"].predict([len(k) for k in head_layout(network).kept],
                                          [len(k) for k in neuron_layout(network).kept])
     return {"latency_predicted_s": predicted, "latency_table_cached": latency["cached"]}
+
+
+# The ways of meeting a FLOPs budget that `compare_job` measures side by side.
+METHODS = ("heads-only", "search", "compress", "compress-batch")
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """`compare_job`'s settings: the FLOPs `budgets`, the calibration examples (`seq_length`
+    tokens, batches of `batch_size`, at most `max_examples`), and whether to time the
+    models (`latency`, forward passes at batch `batch_size` and `seq_length`)."""
+
+    budgets: tuple[float, ...] = (0.8, 0.6, 0.4)
+    seq_length: int = 128
+    batch_size: int = 32
+    max_examples: int = 512
+    latency: bool = True
+
+
+def _variants(prepared: PreparedTask, fishers: dict, head_scores, fraction: float,
+              request: CompareRequest) -> dict:
+    model = prepared.model
+    prices = unit_prices(model, request.seq_length, "flops")
+    kind = prepared.data.kind
+
+    def compressed(fisher, tuned: bool):
+        return compress_model(copy.deepcopy(model), fisher, prices, fraction,
+                              prepared.batches() if tuned else None, rearranged=tuned,
+                              first_token_only=kind != "mlm").model
+
+    return {
+        "heads-only": heads_only_model(model, head_scores, fraction, request.seq_length),
+        "search": compressed(fishers["per-example"], tuned=False),
+        "compress": compressed(fishers["per-example"], tuned=True),
+        "compress-batch": compressed(fishers["batch"], tuned=True),
+    }
+
+
+def compare_job(model: str, options: DataOptions, eval_options: DataOptions,
+                request: CompareRequest, *, device=None, progress: bool = False) -> list[dict]:
+    """For each FLOPs budget, the metric (on `eval_options`), FLOPs, parameters and measured
+    latency of the model compressed by each of `METHODS`: heads alone in importance order,
+    the search on the exact Fisher, the full method, and the full method on Kwon et al.'s
+    batch-summed Fisher. One row per budget and method, plus the unpruned model's.
+
+    Example:
+        >>> rows = compare_job("runs/minilm-sst2", DataOptions("sst2", data_dir=glue),
+        ...                    DataOptions("sst2", data_dir=glue, split="dev"),
+        ...                    CompareRequest(budgets=(0.6,)))
+    """
+    calibration = replace(options, max_examples=request.max_examples,
+                          max_length=request.seq_length, batch_size=request.batch_size)
+    prepared = prepare_task(model, calibration, device=device)
+    network, kind = prepared.model, prepared.data.kind
+    eval_task = eval_options.resolve()
+    evaluation = PreparedTask(eval_task, prepared.loaded,
+                              prepare_for(prepared.loaded, eval_task, eval_options),
+                              eval_options)
+    fishers = {mode: mask_fisher(network, prepared.batches(), kind, per_example=mode ==
+                                 "per-example", progress=progress) for mode in FISHER_KINDS}
+    head_scores = unit_importance(network, prepared.batches(), kind)["heads"].raw
+    base = _row(network, network, evaluation, request, None)
+    rows = [{"budget": 1.0, "method": "unpruned", **base}]
+    for fraction in request.budgets:
+        for method, variant in _variants(prepared, fishers, head_scores, fraction,
+                                         request).items():
+            row = _row(variant, network, evaluation, request, base)
+            rows.append({"budget": fraction, "method": method, **row})
+    return rows
+
+
+def _row(variant, full, evaluation: PreparedTask, request: CompareRequest,
+         base: dict | None) -> dict:
+    result = evaluation.evaluate(variant)
+    cost, full_cost = encoder_cost(variant, request.seq_length), \
+        encoder_cost(full, request.seq_length)
+    latency = measure_model_latency(variant, request.batch_size, request.seq_length) \
+        if request.latency else None
+    return {
+        "metric": result.main, "value": result.score,
+        "relative": result.score / base["value"] if base and base["value"] else 1.0,
+        "flops_kept": cost.macs / full_cost.macs,
+        "parameters_kept": cost.parameters / full_cost.parameters,
+        "heads": cost.heads, "neurons": cost.neurons, "latency_s": latency,
+        "speedup": (base["latency_s"] / latency) if base and latency else 1.0,
+    }
