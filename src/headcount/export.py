@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -112,3 +113,23 @@ def check_onnx(path: str | Path, model: nn.Module, inputs: dict[str, torch.Tenso
         raise HeadcountError(f"the ONNX graph's output has shape {list(ours.shape)}, "
                              f"PyTorch's {list(theirs.shape)}")
     return float(np.abs(ours - theirs).max())
+
+
+PROTOBUF_LIMIT = 2 << 30  # bytes one ONNX protobuf file can hold
+
+
+def write_onnx(source: Path, out: Path) -> None:
+    """Write the graph at `source` (and any external weights beside it) to `out` as one
+    file, or, past protobuf's 2 GB limit, as `out` plus its weights in `out.data`; files get
+    the mode of ordinary new files."""
+    import onnx
+
+    graph = onnx.load(str(source))  # loads external weights too
+    large = sum(f.stat().st_size for f in source.parent.iterdir()) > PROTOBUF_LIMIT
+    onnx.save_model(graph, str(out), save_as_external_data=large,
+                    location=f"{out.name}.data" if large else None)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out, out.with_name(f"{out.name}.data")):
+        if path.exists():
+            path.chmod(0o666 & ~umask)

@@ -3,14 +3,14 @@ checkpoint to a portable one."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from headcount.checkpoints import save_pruned_atomically, transformers4_kept_heads
 from headcount.errors import HeadcountError
-from headcount.export import check_onnx, export_onnx, sample_inputs
+from headcount.export import check_onnx, export_onnx, sample_inputs, write_onnx
 from headcount.io import check_output_path, versions
 from headcount.layouts import head_layout, neuron_layout
 from headcount.models import CHECKPOINT_HEAD, load_config, load_model
@@ -33,20 +33,22 @@ def export_job(model: str, out: str | Path, *, exporter: str = "auto") -> dict:
     loaded = load_model(model, CHECKPOINT_HEAD, device="cpu")
     started = time.perf_counter()
     export_inputs = sample_inputs(loaded.model, loaded.tokenizer)
-    handle, staging = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
-    os.close(handle)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        used = export_onnx(loaded.model, export_inputs, staging, exporter)
+        used = export_onnx(loaded.model, export_inputs, staging / "model.onnx", exporter)
         # Another batch size and length than the export's: the axes must really be dynamic.
         check_inputs = sample_inputs(loaded.model, loaded.tokenizer,
                                      ("one", "two words", "three words here", "and four"))
-        difference = check_onnx(staging, loaded.model, check_inputs)
+        difference = check_onnx(staging / "model.onnx", loaded.model, check_inputs)
         if difference > ONNX_TOLERANCE:
             raise HeadcountError(f"the exported graph differs from PyTorch by {difference:.2e} "
                                  f"(more than {ONNX_TOLERANCE:g}); not written")
-        Path(staging).replace(out)
+        # The exporter may keep the weights in a file beside the graph: write one
+        # self-contained file (weights beside it only past protobuf's 2 GB limit).
+        write_onnx(staging / "model.onnx", out)
+        check_onnx(out, loaded.model, check_inputs)  # the written file runs on its own
     finally:
-        Path(staging).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return {
         "model": model, "out": str(out), "exporter": used, "inputs": list(export_inputs),
         "max_abs_diff": difference, "heads_remaining": head_layout(loaded.model).heads_remaining,
