@@ -15,7 +15,8 @@ the output projections, and the pruned units are then removed as usual.
 
 To keep the cost linear in depth, each layer runs on cached inputs: the encoder's call of
 every layer (its positional and keyword arguments) is recorded once per batch, and layer
-l + 1 is fed the outputs of layer l.
+l + 1 is fed the outputs of layer l. Per layer the teacher's layer runs once and the
+student's three times (for the attention sums, the feed-forward sums, and its output).
 """
 
 from __future__ import annotations
@@ -192,20 +193,21 @@ def _attention_sums(layer: _Layer, teacher: dict, student: dict, real, kept_posi
     weight = layer.output.weight  # [hidden, present heads * d_head]
     parts = torch.stack([context[:, p * d:(p + 1) * d] @ weight[:, p * d:(p + 1) * d].t()
                          for p in kept_positions])  # [kept, tokens, hidden]
-    flat = parts.reshape(len(kept_positions), -1).to(torch.float64)
-    sums.add(flat @ flat.t(), flat @ target.reshape(-1).to(torch.float64), target)
+    flat = parts.reshape(len(kept_positions), -1).float()
+    sums.add(flat @ flat.t(), flat @ target.reshape(-1).float(), target)
 
 
 @torch.no_grad()
-def _ffn_sums(layer: _Layer, teacher: dict, student: dict, rows, kept: list[int],
-              sums: _Sums) -> None:
-    activation = student["activation"][rows][:, kept].to(torch.float64)  # [tokens, kept]
-    weight = layer.ffn_output.weight[:, kept].to(torch.float64)  # [hidden, kept]
-    target = (_projection_part(layer.ffn_output, teacher["activation"][rows])
-              + teacher["residual"][rows] - student["residual"][rows]).to(torch.float64)
-    ata = (activation.t() @ activation) * (weight.t() @ weight)
+def _ffn_sums(layer: _Layer, teacher_part: torch.Tensor, student: dict, rows,
+              kept: list[int], sums: _Sums) -> None:
+    """The feed-forward normal equations' parts: ATA = (HᵀH) ∘ (WᵀW) with H the kept
+    activations and W their output columns; `sums.ata` holds HᵀH here (the weight Gram,
+    the same for every batch, multiplies it once at the end, in `_tune_ffn`)."""
+    activation = student["activation"][rows][:, kept].float()  # [tokens, kept]
+    weight = layer.ffn_output.weight[:, kept].float()  # [hidden, kept]
+    target = (teacher_part - student["residual"][rows]).float()
     atb = ((target @ weight) * activation).sum(dim=0)
-    sums.add(ata, atb, target)
+    sums.add(activation.t() @ activation, atb, target)
 
 
 def _run_recorded(layer: _Layer, call: _Call, modules: dict,
@@ -230,14 +232,20 @@ def _tune_attention(model, layer: _Layer, state: dict, report: TuningReport) -> 
     heads, neurons = state["heads"], state["neurons"]
     positions, kept = _kept_positions(layer, heads[layer.index])
     modules = _layer_modules(model, layer.index)
-    sums, next_teacher = _Sums(len(positions)), []
+    sums, next_teacher, ffn_targets = _Sums(len(positions)), [], []
     for call_t, call_s in zip(state["teacher"], state["student"], strict=True):
         teacher, out = _run_recorded(layer, call_t, modules)
         next_teacher.append(out)
+        # the teacher's feed-forward sum before its LayerNorm (bias left out), kept for
+        # `_tune_ffn` so that the teacher's layer runs once
+        rows = _ffn_rows(layer, call_t.real)
+        with torch.no_grad():
+            ffn_targets.append(_projection_part(layer.ffn_output, teacher["activation"][rows])
+                               + teacher["residual"][rows])
         if positions:
             student, _ = _run_recorded(layer, call_s, modules, _gated(model, heads, neurons))
             _attention_sums(layer, teacher, student, call_s.real, positions, sums)
-    state["next_teacher"] = next_teacher
+    state["next_teacher"], state["ffn_targets"] = next_teacher, ffn_targets
     if not positions:
         return
     ones = torch.ones(len(positions), dtype=torch.float64)
@@ -265,10 +273,12 @@ def _tune_ffn(model, layer: _Layer, state: dict, report: TuningReport) -> None:
         return
     modules = _layer_modules(model, layer.index)
     sums = _Sums(len(kept))
-    for call_t, call_s in zip(state["teacher"], state["student"], strict=True):
-        teacher, _ = _run_recorded(layer, call_t, modules)
+    for target, call_s in zip(state["ffn_targets"], state["student"], strict=True):
         student, _ = _run_recorded(layer, call_s, modules, _gated(model, heads, neurons))
-        _ffn_sums(layer, teacher, student, _ffn_rows(layer, call_s.real), kept, sums)
+        _ffn_sums(layer, target, student, _ffn_rows(layer, call_s.real), kept, sums)
+    with torch.no_grad():
+        weight = layer.ffn_output.weight[:, kept].to("cpu", torch.float64)
+        sums.ata *= weight.t() @ weight  # (HᵀH) ∘ (WᵀW)
     ones = torch.ones(len(kept), dtype=torch.float64)
     report.ffn_before.append(_relative_error(sums.ata, sums.atb, sums.btb, ones))
     scales = _solve(sums.ata, sums.atb)
