@@ -23,8 +23,8 @@ _GROUPS: dict[str, dict[str, str]] = {
     },
     "models and data": {
         "SUPPORTED": "headcount.arch",
-        "HeadLayout": "headcount.arch",
-        "head_layout": "headcount.arch",
+        "HeadLayout": "headcount.layouts",
+        "head_layout": "headcount.layouts",
         "LoadedModel": "headcount.models",
         "load_model": "headcount.models",
         "Task": "headcount.tasks.registry",
