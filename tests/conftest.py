@@ -18,10 +18,16 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertTokenizerFast,
+    DebertaConfig,
+    DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
+    MPNetConfig,
     RobertaConfig,
+    RoFormerConfig,
     XLMRobertaConfig,
+    XLMRobertaXLConfig,
 )
 
 from headcount.data import EncodedData
@@ -46,9 +52,44 @@ BERT_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=64)
 
 
+# DeBERTa as released: relative attention with c2p and p2c, no absolute positions, no token
+# types. v2/v3 (`deberta-v2`): log-bucketed positions (16 buckets here, 256 in v3) whose
+# embeddings pass a LayerNorm, and the key/query projections shared with the positions.
+DEBERTA = dict(relative_attention=True, position_biased_input=False, type_vocab_size=0)
+DEBERTA_V2 = dict(DEBERTA, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                  norm_rel_ebd="layer_norm", share_att_key=True)
+# ModernBERT: layer 0 global, layer 1 local with a window of 4 tokens (2 each side), so that
+# the 8-10 token test inputs see the difference; biases on, so that their slicing is tested
+# (released checkpoints have none).
+MODERNBERT = dict(vocab_size=VOCAB_SIZE, initializer_range=0.3, pad_token_id=0,
+                  bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
+                  global_attn_every_n_layers=2, local_attention=4, attention_bias=True,
+                  mlp_bias=True, hidden_activation="gelu")
+
+
+def _new_family_config(family: str):
+    """The families beyond the first six: DeBERTa (v1, v2/v3), ModernBERT, MPNet, and two
+    recognised by structure (BERT's layer layout): RoFormer and XLM-RoBERTa-XL."""
+    if family == "deberta":
+        return DebertaConfig(**COMMON, **BERT_SHAPE, **DEBERTA, pos_att_type=["c2p", "p2c"])
+    if family == "deberta-v2":
+        return DebertaV2Config(**COMMON, **BERT_SHAPE, **DEBERTA_V2)
+    if family == "modernbert":
+        return ModernBertConfig(**MODERNBERT, **BERT_SHAPE)
+    if family == "mpnet":  # MPNet's padding index is 1, its positions start after it
+        return MPNetConfig(**{**COMMON, "pad_token_id": 1}, **BERT_SHAPE)
+    if family == "roformer":
+        return RoFormerConfig(**COMMON, **BERT_SHAPE, embedding_size=32)
+    if family == "xlm-roberta-xl":
+        return XLMRobertaXLConfig(**COMMON, **BERT_SHAPE, type_vocab_size=1)
+    raise ValueError(family)
+
+
 def make_config(family: str, **overrides):
     """Tiny config of a family: 2 layers (3 applications for ALBERT) x 4 heads, width 32."""
-    if family == "bert":
+    if family in NEW_FAMILIES:
+        config = _new_family_config(family)
+    elif family == "bert":
         config = BertConfig(**COMMON, **BERT_SHAPE)
     elif family == "roberta":
         config = RobertaConfig(**COMMON, **BERT_SHAPE, type_vocab_size=1)
@@ -70,28 +111,69 @@ def make_config(family: str, **overrides):
     return config
 
 
-FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert")
+NEW_FAMILIES = ("deberta", "deberta-v2", "modernbert", "mpnet", "roformer", "xlm-roberta-xl")
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert", *NEW_FAMILIES)
 
 
-def make_model(family: str, *, head: str = "classification", attn: str = "sdpa",
-               num_labels: int = 2, dtype=torch.float32, seed: int = 0):
-    """Tiny random model in eval mode; head is 'classification' or 'mlm'."""
+def supports_sdpa(family: str) -> bool:
+    """Whether transformers has an SDPA implementation of the family (DeBERTa, MPNet and
+    RoFormer compute their attention themselves: eager only)."""
+    config = make_config(family)
+    return bool(AutoModelForSequenceClassification._model_mapping[type(config)]._supports_sdpa)
+
+
+def make_model(family: str, *, head: str = "classification", attn: str | None = None,
+               num_labels: int = 2, dtype=torch.float32, seed: int = 0, **overrides):
+    """Tiny random model in eval mode; head is 'classification' or 'mlm'. `attn` None is
+    SDPA where the family has it, else eager; "sdpa" for a family without it skips the
+    test."""
+    if attn is None:
+        attn = "sdpa" if supports_sdpa(family) else "eager"
+    elif attn == "sdpa" and not supports_sdpa(family):
+        pytest.skip(f"{family} has no SDPA attention")
     torch.manual_seed(seed)
-    config = make_config(family, num_labels=num_labels)
+    config = make_config(family, num_labels=num_labels, **overrides)
     cls = AutoModelForMaskedLM if head == "mlm" else AutoModelForSequenceClassification
     model = cls.from_config(config, attn_implementation=attn)
     return model.to(dtype).eval()
 
 
+def in_float64(monkeypatch, family: str) -> None:
+    """Some families compute parts of their forward in float32 whatever the model's dtype
+    (DeBERTa's LayerNorm, ModernBERT's rotary embedding of q and k), which drowns a finite
+    difference of 1e-6 in rounding: for such checks those parts compute in the input's
+    dtype (the same functions, without the casts)."""
+    if family == "deberta":
+        from transformers.models.deberta import modeling_deberta
+
+        def forward(self, hidden_states):
+            mean = hidden_states.mean(-1, keepdim=True)
+            variance = (hidden_states - mean).pow(2).mean(-1, keepdim=True)
+            normed = (hidden_states - mean) / torch.sqrt(variance + self.variance_epsilon)
+            return self.weight * normed + self.bias
+
+        monkeypatch.setattr(modeling_deberta.DebertaLayerNorm, "forward", forward)
+    if family == "modernbert":
+        from transformers.models.modernbert import modeling_modernbert
+
+        def rotary(q, k, cos, sin, unsqueeze_dim=1):
+            cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+            rotate = modeling_modernbert.rotate_half
+            return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+        monkeypatch.setattr(modeling_modernbert, "apply_rotary_pos_emb", rotary)
+
+
 def random_batch(model, batch_size: int = 3, seq_len: int = 9, *, seed: int = 1,
                  pad_last: int = 3) -> dict[str, torch.Tensor]:
-    """Random token ids with the last example padded by `pad_last` positions."""
+    """Random token ids with the last example padded by `pad_last` positions (with the
+    model's padding id)."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, VOCAB_SIZE, (batch_size, seq_len), generator=generator)
     mask = torch.ones(batch_size, seq_len, dtype=torch.long)
     if pad_last:
         mask[-1, -pad_last:] = 0
-        ids[-1, -pad_last:] = 0
+        ids[-1, -pad_last:] = model.config.pad_token_id
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -97,9 +97,10 @@ def test_search_is_optimal_and_within_the_budget_on_a_brute_forced_case(fraction
     assert result.importance == pytest.approx(brute_force(diagonal, present, prices, fraction))
 
 
+@pytest.mark.parametrize("family", ["bert", "modernbert", "deberta"])
 @pytest.mark.parametrize("kind", ["flops", "params"])
-def test_the_kept_model_is_within_a_flops_or_parameter_budget(kind):
-    model = make_model("bert")
+def test_the_kept_model_is_within_a_flops_or_parameter_budget(kind, family):
+    model = make_model(family)
     fisher = mask_fisher(model, [classification_batch(model)], "classification")
     prices = unit_prices(model, 16, kind)
     present = {"heads": [list(k) for k in head_layout(model).kept],
@@ -162,8 +163,10 @@ def test_rearrangement_prunes_a_unit_that_cancels_a_small_one():
 # --------------------------------------------------------------------------- tuning
 
 
-def test_tuning_reduces_the_reconstruction_error_and_folding_equals_the_gates():
-    model = make_model("bert", dtype=torch.float64)
+@pytest.mark.parametrize("family", ["bert", "deberta-v2", "modernbert", "mpnet",
+                                    "xlm-roberta-xl"])
+def test_tuning_reduces_the_reconstruction_error_and_folding_equals_the_gates(family):
+    model = make_model(family, dtype=torch.float64)
     batches = [classification_batch(model, batch_size=6, seed=s) for s in range(4)]
     heads = torch.ones(2, 4)
     heads[0, 1] = heads[1, 2] = 0
@@ -185,6 +188,34 @@ def test_tuning_reduces_the_reconstruction_error_and_folding_equals_the_gates():
                           "neurons": [(0, n) for n in range(15)] +
                                      [(1, n) for n in range(10, 30)]})
     assert_close(folded(**batch).logits, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert", "xlm-roberta-xl"])
+def test_the_feed_forward_residual_is_found_pre_and_post_layer_norm(family):
+    """What tuning records as the feed-forward's residual stream is what the layer adds the
+    feed-forward's output to: after the LayerNorm in post-LN BERT (`output.LayerNorm`),
+    before the next norm in pre-LN ModernBERT and XLM-RoBERTa-XL (the layer's output)."""
+    from headcount.arch import distinct_layers, feed_forwards
+    from headcount.tuning import InputRecorder, recorded_inputs
+
+    model = make_model(family, dtype=torch.float64)
+    batch = random_batch(model)
+    layer, ffn = distinct_layers(model)[1], feed_forwards(model)[1]
+    inputs = InputRecorder(recorded_inputs(model, 1))
+    outputs = []
+    handle = layer.register_forward_hook(lambda module, args, output: outputs.append(output))
+    try:
+        with torch.no_grad():
+            model.base_model(**batch)
+    finally:
+        inputs.close()
+        handle.remove()
+    output = outputs[0][0] if isinstance(outputs[0], tuple) else outputs[0]
+    with torch.no_grad():
+        added = inputs.seen["residual"] + ffn.output(inputs.seen["activation"])
+        if family == "bert":
+            added = layer.output.LayerNorm(added)
+    assert_close(added, output, rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- latency

@@ -38,10 +38,32 @@ def test_encoder_cost_by_hand_unpruned_and_pruned():
     assert (pruned.heads, pruned.neurons) == (5, 72)
 
 
+def test_unit_costs_of_a_gated_feed_forward_by_hand():
+    """ModernBERT: a neuron is a row of Wi's input half, one of its gate half and a column
+    of Wo: 3·T·d multiply-adds; its parameters 3·d, plus the two Wi biases when the
+    projections have biases (the tiny config's; released checkpoints have none)."""
+    with_biases = unit_costs(make_model("modernbert"), T)
+    assert with_biases.neuron_macs == 3 * T * 32 == 1536
+    assert with_biases.neuron_parameters == 3 * 32 + 2
+    assert with_biases.head_parameters == 4 * 32 * 8 + 3 * 8  # Wqkv rows with biases, Wo
+    released = unit_costs(make_model("modernbert", attention_bias=False, mlp_bias=False), T)
+    assert (released.neuron_parameters, released.head_parameters) == (3 * 32, 4 * 32 * 8)
+    assert released.head_macs == 4 * T * 32 * 8 + 2 * T * T * 8
+    model = make_model("modernbert", attention_bias=False, mlp_bias=False)
+    full = encoder_cost(model, T)
+    assert full.parameters == 2 * (32 * 96 + 32 * 32 + 32 * 74 + 37 * 32)
+    remove_units(model, {"heads": [(0, 1)], "neurons": [(1, 4), (1, 9)]})
+    assert full.parameters - encoder_cost(model, T).parameters == 4 * 32 * 8 + 2 * 3 * 32
+
+
 def counted_flops(model, family) -> int:
     """torch's FLOP counter over the encoder's layers alone (eager attention)."""
     ids = torch.randint(5, 100, (1, T))
     with torch.no_grad():
+        if family == "modernbert":  # its embeddings and norms do no matrix products
+            with FlopCounterMode(display=False) as counter:
+                model.base_model(ids)
+            return counter.get_total_flops()
         hidden = model.base_model.embeddings(ids)
         with FlopCounterMode(display=False) as counter:
             if family == "distilbert":
@@ -51,7 +73,7 @@ def counted_flops(model, family) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "albert"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "modernbert", "mpnet"])
 def test_encoder_flops_equal_torchs_flop_counter(family):
     model = make_model(family, attn="eager")
     units = {"heads": [(0, 1)], "neurons": [(0, 3), (0, 5)]}

@@ -105,7 +105,8 @@ def test_two_loaded_copies_are_exactly_zero(tmp_path):
     assert record["l2"] == [0.0, 0.0] and record["l2_embeddings"] == 0.0
 
 
-@pytest.mark.parametrize("family", ["bert", "albert"])
+@pytest.mark.parametrize("family", ["bert", "albert", "deberta", "deberta-v2", "modernbert",
+                                    "mpnet"])
 def test_padding_does_not_change_the_result(family):
     a = make_model(family, attn="eager")
     b = make_model(family, attn="eager", head="mlm", seed=1)

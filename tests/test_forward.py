@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_model, random_batch
+from conftest import FAMILIES, make_model, random_batch
 from torch.testing import assert_close
 
 from headcount.errors import UnsupportedModelError
 from headcount.forward import task_outputs
 from headcount.tasks.mlm import IGNORE_INDEX
 
-MLM_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "albert")
+# Every family, and DeBERTa's current head (legacy=False: it takes the word embeddings)
+MLM_CASES = [(family, {}) for family in FAMILIES] + [("deberta", {"legacy": False}),
+                                                     ("deberta-v2", {"legacy": False})]
 
 
 def masked_batch(model, seed=3):
@@ -25,9 +27,9 @@ def masked_batch(model, seed=3):
     return batch
 
 
-@pytest.mark.parametrize("family", MLM_FAMILIES)
-def test_logits_at_masked_positions_equal_the_full_logits(family):
-    model = make_model(family, head="mlm")
+@pytest.mark.parametrize("family, overrides", MLM_CASES)
+def test_logits_at_masked_positions_equal_the_full_logits(family, overrides):
+    model = make_model(family, head="mlm", **overrides)
     batch = masked_batch(model)
     outputs = task_outputs(model, batch, "mlm")
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

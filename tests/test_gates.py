@@ -38,10 +38,24 @@ def test_all_ones_gate_is_a_no_op(family, attn):
 
 
 def _zero_value_rows(block, head: int, head_dim: int) -> None:
-    rows = slice(head * head_dim, (head + 1) * head_dim)
+    """Zero head `head`'s value rows (weights and biases) by hand: in the value projection,
+    in ModernBERT's Wqkv (its value third) or in DeBERTa's in_proj (q, k, v rows per head
+    interleaved; the value bias is a separate vector)."""
+    paths, attention, d = block.paths, block.attention, head_dim
+    heads = block.output.in_features // d
+    if paths.get("fused_qkv"):
+        linear, start = getattr(attention, paths["fused_qkv"]), 2 * heads * d + head * d
+    elif paths.get("interleaved_qkv"):
+        linear, start = getattr(attention, paths["interleaved_qkv"]), head * 3 * d + 2 * d
+    else:
+        linear, start = getattr(attention, paths["head_rows"][2]), head * d
+    rows = slice(start, start + d)
     with torch.no_grad():
-        block.value.weight[rows] = 0
-        block.value.bias[rows] = 0
+        linear.weight[rows] = 0
+        if linear.bias is not None:
+            linear.bias[rows] = 0
+        if "v_bias" in paths.get("head_vectors", ()):
+            attention.v_bias[head * d:(head + 1) * d] = 0
 
 
 @pytest.mark.parametrize("attn", IMPLEMENTATIONS)

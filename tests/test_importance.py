@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, classification_batch, make_model, mlm_batch, random_batch
+from conftest import (
+    FAMILIES,
+    classification_batch,
+    in_float64,
+    make_model,
+    mlm_batch,
+    random_batch,
+)
 from torch.testing import assert_close
 
 from headcount.errors import ConfigError
@@ -32,8 +39,9 @@ def loss_with_gate(model, batch, kind, gate, shared=False):
         return task_outputs(model, batch, kind).losses.sum()
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "albert"])
-def test_gate_gradient_matches_finite_differences(family):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gate_gradient_matches_finite_differences(family, monkeypatch):
+    in_float64(monkeypatch, family)
     model = make_model(family, dtype=torch.float64)
     batch = classification_batch(model, batch_size=1, pad_last=0)
     layout = head_layout(model)
@@ -76,13 +84,13 @@ def test_batched_per_example_importance_equals_one_example_at_a_time(family):
     batch = classification_batch(model, batch_size=5)
     halves = [{k: v[:3] for k, v in batch.items()}, {k: v[3:] for k, v in batch.items()}]
     result = head_importance(model, halves, "classification")
-    expected = one_at_a_time(model, batch, "classification", shared=model.config.model_type
-                             == "albert")
+    expected = one_at_a_time(model, batch, "classification", shared=family == "albert")
     assert result.num_examples == 5
     assert_close(result.raw.double(), expected, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "albert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "deberta", "deberta-v2",
+                                    "modernbert", "mpnet"])
 def test_masked_lm_importance_equals_one_example_at_a_time(family):
     model = make_model(family, head="mlm", dtype=torch.float64)
     batch = mlm_batch(model)

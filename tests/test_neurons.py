@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import FAMILIES, classification_batch, make_model, random_batch
+from conftest import FAMILIES, classification_batch, in_float64, make_model, random_batch
 from torch.testing import assert_close
 
 from headcount.arch import feed_forwards
@@ -69,8 +69,9 @@ def test_albert_neuron_gates_each_layer_application_separately():
     assert not torch.allclose(once, everywhere)
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "albert"])
-def test_neuron_gate_gradients_match_finite_differences(family):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_neuron_gate_gradients_match_finite_differences(family, monkeypatch):
+    in_float64(monkeypatch, family)
     model = make_model(family, dtype=torch.float64)
     batch = classification_batch(model)
     layout = neuron_layout(model)
@@ -93,7 +94,7 @@ def test_neuron_gate_gradients_match_finite_differences(family):
                                                              abs=1e-9)
 
 
-@pytest.mark.parametrize("family", ["bert", "albert", "distilbert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_batched_neuron_importance_equals_a_one_example_loop(family):
     model = make_model(family, dtype=torch.float64)
     batch = classification_batch(model, batch_size=5)
@@ -173,8 +174,9 @@ def test_parameter_count_drops_by_exactly_the_removed_neuron_weights(family):
     before = sum(p.numel() for p in model.parameters())
     ffn_before = feed_forward_parameter_count(model)
     remove_neurons(model, neurons)
-    # per neuron: a row of the intermediate weight and its bias, a column of the output weight
-    per_neuron = 2 * hidden + 1
+    # per neuron: a row of the intermediate weight and its bias, a column of the output weight;
+    # ModernBERT's gated Wi: two rows (input and gate), each with its bias
+    per_neuron = 3 * hidden + 2 if family == "modernbert" else 2 * hidden + 1
     assert before - sum(p.numel() for p in model.parameters()) == per_neuron * len(neurons)
     assert ffn_before - feed_forward_parameter_count(model) == per_neuron * len(neurons)
 

@@ -29,7 +29,8 @@ UNITS = {"heads": [(0, 1), (1, 0), (1, 1), (1, 2), (1, 3)],
 ALBERT_UNITS = {"heads": [(0, 1), (0, 2)], "neurons": [(0, i) for i in range(0, 37, 2)]}
 
 # Run in a fresh interpreter whose import path holds no headcount: what a user of the
-# checkpoint has. Prints the outputs as JSON.
+# checkpoint has. Reads a JSON list of jobs (directory, Auto class, batch, where to save or
+# null) from the file named by argv[1]; prints the first output of each, as JSON.
 STOCK = textwrap.dedent("""
     import json, os, sys
     sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p, "headcount"))]
@@ -41,26 +42,37 @@ STOCK = textwrap.dedent("""
         sys.exit("headcount is importable")
     import torch
     import transformers
-    auto = getattr(transformers, sys.argv[2])
-    model = auto.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    batch = {k: torch.tensor(v) for k, v in json.loads(sys.argv[3]).items()}
-    with torch.no_grad():
-        out = model(**batch)
-    if len(sys.argv) > 4:
-        model.save_pretrained(sys.argv[4])
-    print(json.dumps(next(iter(out.values())).tolist()))
+    results = []
+    for directory, auto, batch, save_to in json.load(open(sys.argv[1])):
+        model = getattr(transformers, auto).from_pretrained(directory, trust_remote_code=True)
+        batch = {k: torch.tensor(v) for k, v in batch.items()}
+        with torch.no_grad():
+            out = model.eval()(**batch)
+        if save_to is not None:
+            model.save_pretrained(save_to)
+        results.append(next(iter(out.values())).tolist())
+    print(json.dumps(results))
 """)
 
 
-def stock_outputs(directory, batch, auto="AutoModelForSequenceClassification", save_to=None):
-    argv = [sys.executable, "-c", STOCK, str(directory), auto,
-            json.dumps({k: v.tolist() for k, v in batch.items()})]
-    if save_to is not None:
-        argv.append(str(save_to))
+def stock_outputs_of(jobs, scratch) -> list[torch.Tensor]:
+    """Outputs of stock transformers, in one fresh interpreter, for each job
+    (directory, Auto class name, batch, directory to save the loaded model to or None)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    listing = scratch / "jobs.json"
+    listing.write_text(json.dumps([
+        [str(directory), auto, {k: v.tolist() for k, v in batch.items()},
+         None if save_to is None else str(save_to)]
+        for directory, auto, batch, save_to in jobs]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", STOCK, str(listing)], capture_output=True,
+                            text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    return torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
+    return [torch.tensor(out) for out in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def stock_outputs(directory, batch, auto="AutoModelForSequenceClassification", save_to=None):
+    return stock_outputs_of([(directory, auto, batch, save_to)], directory.parent / "stock")[0]
 
 
 def pruned_checkpoint(tmp_path, family, head="classification"):
@@ -72,27 +84,58 @@ def pruned_checkpoint(tmp_path, family, head="classification"):
     return model, directory
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "roberta"])
-def test_stock_transformers_loads_a_pruned_checkpoint_without_headcount(tmp_path, family):
-    model, directory = pruned_checkpoint(tmp_path, family)
+PORTABLE = ("bert", "distilbert", "albert", "roberta", "deberta", "deberta-v2", "modernbert",
+            "mpnet", "roformer", "xlm-roberta-xl")
+MASKED_LM = ("bert", "deberta", "deberta-v2", "modernbert", "mpnet")
+
+
+@pytest.fixture(scope="module")
+def stock_runs(tmp_path_factory):
+    """Pruned checkpoints of every family (a 3-label classifier; for MASKED_LM also a
+    masked LM, loaded as such and as the bare encoder), run by stock transformers in one
+    interpreter: (family, kind) -> (model, directory, expected output, stock output)."""
+    root = tmp_path_factory.mktemp("portable")
+    cases, jobs = {}, []
+    for family in PORTABLE:
+        for kind in ("classification", "mlm", "encoder"):
+            if kind != "classification" and family not in MASKED_LM:
+                continue
+            if kind == "encoder":
+                model, directory = cases[(family, "mlm")][:2]
+                auto = "AutoModel"
+            else:
+                model, directory = pruned_checkpoint(root / kind, family, head=kind)
+                auto = ("AutoModelForMaskedLM" if kind == "mlm"
+                        else "AutoModelForSequenceClassification")
+            batch = random_batch(model)
+            with torch.no_grad():
+                expected = (model.base_model(**batch).last_hidden_state if kind == "encoder"
+                            else model(**batch).logits)
+            cases[(family, kind)] = (model, directory, expected, batch)
+            jobs.append((directory, auto, batch, None))
+    outputs = stock_outputs_of(jobs, root / "stock")
+    return {key: (*case[:3], output)
+            for (key, case), output in zip(cases.items(), outputs, strict=True)}
+
+
+@pytest.mark.parametrize("family", PORTABLE)
+def test_stock_transformers_loads_a_pruned_checkpoint_without_headcount(stock_runs, family):
+    model, directory, expected, stock = stock_runs[(family, "classification")]
     batch = random_batch(model)
-    expected = model(**batch).logits
     ours = load_model(str(directory), "checkpoint", device="cpu").model
     assert_close(ours(**batch).logits, expected, rtol=0, atol=0)
-    assert_close(stock_outputs(directory, batch), expected, rtol=1e-5, atol=1e-5)
+    assert_close(stock, expected, rtol=1e-5, atol=1e-5)
     config = json.loads((directory / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith(
         "modeling_headcount.")
     assert (directory / MODELING_FILE).is_file()
 
 
-def test_the_bare_encoder_and_the_masked_lm_load_too(tmp_path):
-    model, directory = pruned_checkpoint(tmp_path, "bert", head="mlm")
-    batch = random_batch(model)
-    assert_close(stock_outputs(directory, batch, "AutoModelForMaskedLM"),
-                 model(**batch).logits, rtol=1e-5, atol=1e-5)
-    assert_close(stock_outputs(directory, batch, "AutoModel"),
-                 model.base_model(**batch).last_hidden_state, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("family", MASKED_LM)
+def test_the_bare_encoder_and_the_masked_lm_load_too(stock_runs, family):
+    for kind in ("mlm", "encoder"):
+        _, _, expected, stock = stock_runs[(family, kind)]
+        assert_close(stock, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_save_pretrained_of_a_stock_loaded_model_round_trips(tmp_path):
@@ -161,7 +204,7 @@ def test_a_neuron_layout_that_does_not_match_the_weights_is_refused(tmp_path):
         load_model(str(directory), "checkpoint", device="cpu")
 
 
-@pytest.mark.parametrize("family", ["bert", "albert"])
+@pytest.mark.parametrize("family", ["bert", "albert", "modernbert", "mpnet"])
 def test_export_writes_an_onnx_graph_equal_to_pytorch(tmp_path, family):
     model, directory = pruned_checkpoint(tmp_path, family)
     record = export_job(str(directory), tmp_path / "model.onnx", exporter="torchscript")

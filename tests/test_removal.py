@@ -56,20 +56,74 @@ def test_removed_mlm_model_equals_masked_model(family):
     assert_close(pruned(**batch).logits, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_parameter_count_drops_by_exactly_the_removed_weights(family):
-    model = make_model(family)
+def weights_per_head(family: str, d: int, hidden: int, **overrides) -> int:
+    """Parameters one head owns, counted by hand from each family's modeling code."""
+    if family == "deberta":
+        # in_proj: 3 d rows (no bias); q_bias, v_bias: d each; pos_proj: d rows (no bias);
+        # pos_q_proj: d rows with bias; the output projection's d columns
+        return 3 * d * hidden + 2 * d + d * hidden + (d * hidden + d) + hidden * d
+    # d rows of q, k, v (weights and biases; ModernBERT's Wqkv thirds) and d input columns
+    # of the output projection (its bias stays)
+    per_head = 3 * (d * hidden + d) + hidden * d
+    if family == "deberta-v2" and not overrides.get("share_att_key", True):
+        per_head += 2 * (d * hidden + d)  # pos_key_proj and pos_query_proj rows
+    if family == "modernbert" and not overrides.get("attention_bias", True):
+        per_head -= 3 * d
+    return per_head
+
+
+@pytest.mark.parametrize("family, overrides", [(f, {}) for f in FAMILIES] + [
+    ("deberta-v2", {"share_att_key": False}), ("modernbert", {"attention_bias": False})])
+def test_parameter_count_drops_by_exactly_the_removed_weights(family, overrides):
+    model = make_model(family, **overrides)
     layout = head_layout(model)
     hidden = layout.num_heads * layout.head_dim
     heads = heads_for(family)
     before = sum(p.numel() for p in model.parameters())
     attention_before = attention_parameter_count(model)
     remove_heads(model, heads)
-    # per head: d_head rows of q, k, v (weights and biases) and d_head input columns of the
-    # output projection (its bias stays)
-    per_head = 3 * (layout.head_dim * hidden + layout.head_dim) + hidden * layout.head_dim
+    per_head = weights_per_head(family, layout.head_dim, hidden, **overrides)
     assert before - sum(p.numel() for p in model.parameters()) == per_head * len(heads)
     assert attention_before - attention_parameter_count(model) == per_head * len(heads)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"share_att_key": False},  # DeBERTa-v2 (xlarge): separate relative-position projections
+    {"share_att_key": False, "pos_att_type": ["c2p"]},  # only one of them
+    {"position_buckets": -1, "norm_rel_ebd": "none"},  # positions without buckets
+])
+def test_deberta_v2_variants_removed_equal_masked(overrides):
+    model = make_model("deberta-v2", **overrides)
+    batch = random_batch(model)
+    expected = masked_outputs(model, batch, HEADS)
+    pruned = remove_heads(copy.deepcopy(model), HEADS)
+    assert_close(pruned(**batch).logits, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected, model(**batch).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["deberta", "deberta-v2", "modernbert", "mpnet"])
+def test_removed_masked_lm_of_the_new_families_equals_masked_model(family):
+    model = make_model(family, head="mlm")
+    batch = random_batch(model)
+    expected = masked_outputs(model, batch, HEADS)
+    pruned = remove_heads(copy.deepcopy(model), HEADS)
+    assert_close(pruned(**batch).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mpnet_layers_keep_their_own_columns_of_the_shared_position_bias():
+    """MPNet's relative-position table has one column per head, shared by every layer: a
+    pruned layer must add head h's bias to head h, not to whichever head now sits at its
+    position. Removing heads in two steps composes the selections."""
+    model = make_model("mpnet")
+    batch = random_batch(model)
+    expected = masked_outputs(model, batch, [(0, 0), (0, 2), (1, 1)])
+    once = remove_heads(copy.deepcopy(model), [(0, 0), (0, 2), (1, 1)])
+    twice = remove_heads(remove_heads(copy.deepcopy(model), [(0, 0)]), [(0, 2), (1, 1)])
+    for pruned in (once, twice):
+        assert_close(pruned(**batch).logits, expected, rtol=1e-5, atol=1e-5)
+    assert pruned.mpnet.encoder.layer[0].attention.attn.headcount_bias_heads == [1, 3]
+    # the bias table itself is shared and whole
+    assert pruned.mpnet.encoder.relative_attention_bias.weight.shape[1] == 4
 
 
 def test_layout_records_the_kept_heads_and_removal_is_incremental():

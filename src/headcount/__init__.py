@@ -23,6 +23,10 @@ _GROUPS: dict[str, dict[str, str]] = {
     },
     "models and data": {
         "SUPPORTED": "headcount.arch",
+        "supported_families": "headcount.arch",
+        "Family": "headcount.families",
+        "register_family": "headcount.arch",
+        "unregister_family": "headcount.arch",
         "HeadLayout": "headcount.layouts",
         "head_layout": "headcount.layouts",
         "LoadedModel": "headcount.models",

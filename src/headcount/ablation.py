@@ -146,11 +146,19 @@ def _repeat_output(output, size: int, times: int):
 class Replay(nn.Module):
     """Stands in for an encoder layer below the ablated head: ignores its input and returns
     the layer's output recorded in the plain pass, repeated for the K replicas. Exact: a
-    gate on a higher layer cannot change what a lower layer computes."""
+    gate on a higher layer cannot change what a lower layer computes. Attributes the
+    encoder reads from its layers (ModernBERT's `attention_type`) are the replaced layer's."""
 
-    def __init__(self, output, size: int, times: int):
+    def __init__(self, output, size: int, times: int, layer: nn.Module):
         super().__init__()
         self.output, self.size, self.times = output, size, times
+        self.__dict__["replaced"] = layer  # not a submodule: its weights are not used
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["replaced"], name)
 
     def forward(self, *args, **kwargs):
         return _repeat_output(self.output, self.size, self.times)
@@ -185,7 +193,7 @@ def _replaying(stack: nn.ModuleList | None, outputs: list, size: int,
     originals = [stack[index] for index in range(len(outputs))]
     try:
         for index, output in enumerate(outputs):
-            stack[index] = Replay(output, size, times)
+            stack[index] = Replay(output, size, times, originals[index])
         yield
     finally:
         for index, layer in enumerate(originals):

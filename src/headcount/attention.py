@@ -20,6 +20,7 @@ gives one row per application.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +90,33 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     finally:
         if previous is not None:
             model.set_attn_implementation(previous)
+
+
+def _returned_on_request(model: nn.Module) -> bool:
+    """Whether the attention modules return their probabilities only when asked: their
+    forward takes `output_attentions` (DeBERTa, MPNet, RoFormer; transformers 5's BERT
+    returns them always under eager attention)."""
+    return any("output_attentions" in inspect.signature(block.attention.forward).parameters
+               for block in attention_blocks(model))
+
+
+@contextmanager
+def returning_attention(model: nn.Module) -> Iterator[None]:
+    """Under eager attention, have the model return attention probabilities for the block
+    where its attention modules return them only when asked; the config's setting is
+    restored afterwards. (Not for the others: transformers would install its own output
+    hooks for good.)"""
+    config = model.config
+    previous = config.output_attentions
+    if previous or getattr(config, "_attn_implementation", None) != "eager" \
+            or not _returned_on_request(model):
+        yield  # already returned, or not computed at all (the caller says so)
+        return
+    config.output_attentions = True
+    try:
+        yield
+    finally:
+        config.output_attentions = previous
 
 
 class _Accumulator:
@@ -205,7 +233,8 @@ def attention_statistics(
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     handles = []
-    with eval_mode(model), eager_attention(model), torch.inference_mode():
+    with eval_mode(model), eager_attention(model), returning_attention(model), \
+            torch.inference_mode():
         try:
             handles = [block.attention.register_forward_hook(accumulator.hook)
                        for block in attention_blocks(model)]
@@ -241,7 +270,8 @@ def recording_attention(model: nn.Module) -> Iterator[list[torch.Tensor | None]]
 
     handles = [block.attention.register_forward_hook(hook) for block in attention_blocks(model)]
     try:
-        yield recorded
+        with returning_attention(model):
+            yield recorded
     finally:
         for handle in handles:
             handle.remove()
@@ -249,8 +279,10 @@ def recording_attention(model: nn.Module) -> Iterator[list[torch.Tensor | None]]
 
 def restricted_to_real_keys(attention: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Attention `[batch, heads, q, k]` restricted to real keys (`keys` `[batch, k]`, 0/1)
-    and renormalised (a row whose mass is all on padding stays all zero)."""
-    probs = attention.to(torch.float64) * keys[:, None, None, :]
+    and renormalised (a row whose mass is all on padding stays all zero). A padded query
+    whose every key is masked (ModernBERT's local window over padding only) can hold NaN
+    in float64: it counts as all zero too."""
+    probs = torch.nan_to_num(attention.to(torch.float64), nan=0.0) * keys[:, None, None, :]
     total = probs.sum(dim=-1, keepdim=True)
     return probs / torch.where(total > 0, total, torch.ones_like(total))
 

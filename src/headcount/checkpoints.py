@@ -38,7 +38,7 @@ def transformers4_kept_heads(config) -> list[list[int]] | None:
         return None
     num_heads = getattr(config, "num_attention_heads", None) or config.n_heads
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    rows = 1 if config.model_type == "albert" else num_layers
+    rows = 1 if family_of(config).shared_layers else num_layers
     removed = {int(layer): {int(head) for head in heads} for layer, heads in pruned.items()}
     return [[h for h in range(num_heads) if h not in removed.get(layer, set())]
             for layer in range(rows)]
@@ -133,7 +133,7 @@ def _validated_layout(config, source: str, key: str, count: int) -> list[list[in
     if kept is None:
         return None
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    rows = 1 if config.model_type == "albert" else num_layers
+    rows = 1 if family_of(config).shared_layers else num_layers
     if not isinstance(kept, list) or len(kept) != rows:
         raise HeadcountError(f"{source}: {key} must list the kept units of {rows} layers")
     for layer, units in enumerate(kept):
@@ -154,9 +154,8 @@ def _record_layout(config, source: str) -> None:
         config.pruned_heads = {}
     heads = _validated_layout(config, source, KEPT_HEADS_KEY,
                               getattr(config, "num_attention_heads", None) or config.n_heads)
-    if heads is not None and config.model_type == "albert" and not heads[0]:
-        raise HeadcountError(f"{source}: {KEPT_HEADS_KEY} keeps no head of ALBERT's shared "
-                             "layer")
+    if heads is not None and family_of(config).shared_layers and not heads[0]:
+        raise HeadcountError(f"{source}: {KEPT_HEADS_KEY} keeps no head of the shared layer")
     _validated_layout(config, source, KEPT_NEURONS_KEY, intermediate_size(config))
 
 

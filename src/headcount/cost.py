@@ -6,11 +6,17 @@ Per example at sequence length T, hidden size d and head size d_h:
 
 - one head: 4·T·d·d_h multiply-adds for its rows of the query, key and value projections and
   its columns of the output projection, plus 2·T²·d_h for its scores (QKᵀ) and context
-  (softmax·V); parameters 4·d·d_h + 3·d_h (weights, and the q/k/v biases of its rows);
+  (softmax·V); parameters from the shapes of its family's per-head tensors (BERT:
+  4·d·d_h + 3·d_h, the weights and the q/k/v biases of its rows; ModernBERT, without biases:
+  4·d·d_h; DeBERTa adds its relative-position projections' rows);
 - one feed-forward neuron: 2·T·d multiply-adds (its row of the intermediate projection and its
-  column of the output projection); parameters 2·d + 1.
+  column of the output projection), 3·T·d for a gated one (ModernBERT: its input and gate
+  rows); parameters 2·d + 1 (gated: 3·d, or 3·d + 2 with biases).
 
-What no unit owns stays: the output projections' biases (2·d per layer). Multiply-adds of
+What no unit owns stays: the output projections' biases (2·d per layer where they exist).
+DeBERTa's relative-position terms (the position projections, applied to the 2k relative
+embeddings, and the c2p/p2c scores, 2·T·2k·d_h per head) and MPNet's position bias are not
+counted: the multiply-adds of DeBERTa heads are underestimated by that share. Multiply-adds of
 the biases, softmax, activation and LayerNorm are left out (a few per cent at most). FLOPs
 are reported as 2 x multiply-adds. ALBERT runs its one layer L times: its FLOPs count every
 application, its parameters once.
@@ -46,11 +52,20 @@ def unit_costs(model: nn.Module, seq_length: int) -> UnitCosts:
     """
     layout = head_layout(model)
     hidden, width, length = layout.num_heads * layout.head_dim, layout.head_dim, seq_length
+    attention, ffn = attention_blocks(model)[0], feed_forwards(model)[0]
+    head_parameters = attention.output.out_features * width
+    for tensor, parts, size in attention.per_head():
+        rows = parts * size * width
+        head_parameters += rows if isinstance(tensor, nn.Parameter) else \
+            rows * (tensor.in_features + (tensor.bias is not None))
+    rows = ffn.rows_per_neuron
     return UnitCosts(
         head_macs=4 * length * hidden * width + 2 * length * length * width,
-        neuron_macs=2 * length * hidden,
-        head_parameters=4 * hidden * width + 3 * width,
-        neuron_parameters=2 * hidden + 1,
+        neuron_macs=(rows + 1) * length * hidden,
+        head_parameters=head_parameters,
+        neuron_parameters=rows * (ffn.intermediate.in_features
+                                  + (ffn.intermediate.bias is not None))
+        + ffn.output.out_features,
     )
 
 
@@ -70,11 +85,10 @@ class EncoderCost:
 
 
 def _projection_parameters(model: nn.Module) -> int:
-    linears = [linear for block in attention_blocks(model)
-               for linear in (block.query, block.key, block.value, block.output)]
-    linears += [linear for block in feed_forwards(model)
-                for linear in (block.intermediate, block.output)]
-    return sum(p.numel() for linear in linears for p in linear.parameters())
+    parameters = [p for block in attention_blocks(model) for p in block.head_parameters()]
+    parameters += [p for block in feed_forwards(model)
+                   for linear in (block.intermediate, block.output) for p in linear.parameters()]
+    return sum(p.numel() for p in parameters)
 
 
 def encoder_cost(model: nn.Module, seq_length: int) -> EncoderCost:
@@ -101,8 +115,8 @@ def unit_prices(model: nn.Module, seq_length: int, kind: str) -> Prices:
     costs, current = unit_costs(model, seq_length), encoder_cost(model, seq_length)
     if kind == "flops":
         return Prices(head=costs.head_macs, neuron=costs.neuron_macs, full=current.macs)
-    heads = head_layout(model)
     # the output projections' biases stay whatever is pruned
-    fixed = 2 * heads.num_heads * heads.head_dim * heads.num_distinct_layers
+    outputs = [block.output for block in attention_blocks(model) + feed_forwards(model)]
+    fixed = sum(linear.bias.numel() for linear in outputs if linear.bias is not None)
     return Prices(head=costs.head_parameters, neuron=costs.neuron_parameters,
                   full=current.parameters, fixed=fixed)

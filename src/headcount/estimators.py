@@ -124,8 +124,9 @@ def estimate_for_record(
 
 
 def magnitude_importance(model: nn.Module, *, shared: bool | None = None) -> Importance:
-    """Frobenius norm of each head's query/key/value rows and output-projection columns
-    (biases excluded). Data-free: `num_examples` 0, `mean_loss` NaN. ALBERT with
+    """Frobenius norm of each head's query/key/value rows (and its rows of any other per-head
+    projection: DeBERTa's relative-position ones) and output-projection columns (biases
+    excluded). Data-free: `num_examples` 0, `mean_loss` NaN. ALBERT with
     shared=False repeats its one row of weights for each application.
 
     Example:
@@ -142,13 +143,7 @@ def magnitude_importance(model: nn.Module, *, shared: bool | None = None) -> Imp
             kept = list(layout.kept[layer])
             if not kept:
                 continue
-            squares = torch.zeros(len(kept), dtype=torch.float64)
-            for linear in (block.query, block.key, block.value):
-                rows = linear.weight.detach().to("cpu", torch.float64)  # [kept * d, in]
-                squares += rows.view(len(kept), d, -1).pow(2).sum(dim=(1, 2))
-            columns = block.output.weight.detach().to("cpu", torch.float64)  # [out, kept * d]
-            squares += columns.view(columns.shape[0], len(kept), d).pow(2).sum(dim=(0, 2))
-            distinct[layer, kept] = squares.sqrt()
+            distinct[layer, kept] = block.head_weight_squares(len(kept), d).sqrt()
     raw = distinct if shared or not layout.shared_layers else distinct.expand(
         layout.num_layers, -1).clone()
     return Importance(raw.float(), 0, float("nan"), shared)

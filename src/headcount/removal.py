@@ -1,20 +1,22 @@
 """Remove attention heads and feed-forward neurons for real: slice their weights out.
 
-For each pruned head, its rows of the query/key/value projections and the matching input
-columns of the output projection go. The model keeps computing exactly what the masked
-model computes (a gated-off head contributes nothing; with its weights gone, nothing is
-computed for it), with fewer parameters and FLOPs. Per-layer head counts then differ, so the
-heads still present are recorded in the config (`headcount_kept_heads`), which is what
-`head_layout`, the gates and `load_pruned` read.
+For each pruned head, its rows of the query/key/value projections (and of any other
+per-head tensor its family has: DeBERTa's relative-position projections, ModernBERT's fused
+Wqkv thirds) and the matching input columns of the output projection go. The model keeps
+computing exactly what the masked model computes (a gated-off head contributes nothing; with
+its weights gone, nothing is computed for it), with fewer parameters and FLOPs. Per-layer
+head counts then differ, so the heads still present are recorded in the config
+(`headcount_kept_heads`), which is what `head_layout`, the gates and `load_pruned` read.
 
 A layer whose heads are all removed keeps only its output projection's bias: its attention
 module is replaced by `NoHeads`, which returns an empty context. The slicing itself is
 `headcount.resize`, which pruned checkpoints also carry for loading without headcount.
 
-A feed-forward neuron j is row j of the intermediate projection (and its bias) and column j
-of the output projection; removing it removes exactly what gating its activation to 0
-switches off. The neurons still present are recorded as `headcount_kept_neurons`. A layer
-left with no neurons keeps the output projection's bias (an empty matrix product is 0).
+A feed-forward neuron j is row j of the intermediate projection (and its bias; rows j and
+I + j of ModernBERT's gated one) and column j of the output projection; removing it removes
+exactly what gating its activation to 0 switches off. The neurons still present are
+recorded as `headcount_kept_neurons`. A layer left with no neurons keeps the output
+projection's bias (an empty matrix product is 0).
 """
 
 from __future__ import annotations
@@ -130,9 +132,6 @@ def feed_forward_parameter_count(model: nn.Module) -> int:
 
 
 def attention_parameter_count(model: nn.Module) -> int:
-    """Parameters of the attention projections (query, key, value, output)."""
-    return sum(
-        sum(p.numel() for p in linear.parameters())
-        for block in attention_blocks(model)
-        for linear in (block.query, block.key, block.value, block.output)
-    )
+    """Parameters of the attention projections removed with the heads (query, key, value,
+    any other per-head tensor, and the output projection)."""
+    return sum(p.numel() for block in attention_blocks(model) for p in block.head_parameters())

@@ -8,10 +8,13 @@ attention sublayer the target is the teacher's sum before its LayerNorm minus th
 student's residual: B = W_o·ctx_T + x_T − x_S (the output bias cancels), and head h of the
 student contributes A_h = ctx_S,h·W_o,hᵀ; the scales s minimise ‖Σ_h s_h A_h − B‖². The
 feed-forward sublayer is solved the same way, after the attention scales are in place, with
-one scale per kept neuron (for the last layer of a classification model, on the first token
-only: the classifier reads nothing else). Scales are the gate values (`headcount.gates`),
-so a tuned model is the masked model with those gates; `fold_scales` multiplies them into
-the output projections, and the pruned units are then removed as usual.
+the residual stream it adds to (the intermediate projection's input in post-LayerNorm layers;
+in pre-LayerNorm ones, ModernBERT's or XLM-RoBERTa-XL's, the stream before the norm:
+`Family.ffn_residual`) and one scale per kept neuron (for the last layer of a
+classification model, on the first token only: the classifier reads nothing else). Scales
+are the gate values (`headcount.gates`), so a tuned model is the masked model with those
+gates; `fold_scales` multiplies them into the output projections, and the pruned units are
+then removed as usual.
 
 To keep the cost linear in depth, each layer runs on cached inputs: the encoder's call of
 every layer (its positional and keyword arguments) is recorded once per batch, and layer
@@ -21,6 +24,7 @@ student's three times (for the attention sums, the feed-forward sums, and its ou
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,10 +32,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from headcount.arch import attention_blocks, distinct_layers, feed_forwards
+from headcount.arch import attention_blocks, distinct_layers, family_of, feed_forwards
 from headcount.forward import batches_on_device, eval_mode, model_device, model_inputs
 from headcount.gates import gate_units, gated
 from headcount.layouts import head_layout, neuron_layout
+from headcount.resize import module_at
 
 MAX_SCALE = 10.0  # larger least-squares scales mean an ill-posed layer: it is left at 1
 
@@ -100,17 +105,23 @@ def _run(layer: nn.Module, call: _Call) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-class _Inputs:
-    """Pre-hooks that record the inputs of the modules of one layer while it runs."""
+class InputRecorder:
+    """Pre-hooks that record an input (the argument at a position) of modules of one layer
+    while it runs."""
 
-    def __init__(self, modules: dict[str, nn.Module]):
+    def __init__(self, modules: dict[str, tuple[nn.Module, int]]):
         self.seen: dict[str, torch.Tensor] = {}
-        self.handles = [module.register_forward_pre_hook(self._hook(name))
-                        for name, module in modules.items()]
+        self.handles = [module.register_forward_pre_hook(self._hook(name, position),
+                                                         with_kwargs=True)
+                        for name, (module, position) in modules.items()]
 
-    def _hook(self, name):
-        def hook(module, args):
-            self.seen[name] = args[0]
+    def _hook(self, name, position):
+        def hook(module, args, kwargs):
+            if len(args) > position:
+                self.seen[name] = args[position]
+            else:  # passed by keyword: the parameter at that position
+                parameter = list(inspect.signature(module.forward).parameters)[position]
+                self.seen[name] = kwargs[parameter]
         return hook
 
     def close(self) -> None:
@@ -118,10 +129,17 @@ class _Inputs:
             handle.remove()
 
 
-def _layer_modules(model: nn.Module, index: int) -> dict[str, nn.Module]:
+def recorded_inputs(model: nn.Module, index: int) -> dict[str, tuple[nn.Module, int]]:
+    """What tuning layer `index` records: the attention output projection's input (the
+    heads' context), the feed-forward's residual stream (the intermediate projection's
+    input in post-LayerNorm layers, else where the family says) and the feed-forward output
+    projection's input (the neurons' activations)."""
     attention, ffn = attention_blocks(model)[index], feed_forwards(model)[index]
-    return {"context": attention.output, "residual": ffn.intermediate,
-            "activation": ffn.output}
+    residual = family_of(model.config).ffn_residual
+    where = (ffn.intermediate, 0) if residual is None else \
+        (module_at(distinct_layers(model)[index], residual[0]), residual[1])
+    return {"context": (attention.output, 0), "residual": where,
+            "activation": (ffn.output, 0)}
 
 
 def _solve(ata: torch.Tensor, atb: torch.Tensor) -> torch.Tensor | None:
@@ -213,7 +231,7 @@ def _ffn_sums(layer: _Layer, teacher_part: torch.Tensor, student: dict, rows,
 def _run_recorded(layer: _Layer, call: _Call, modules: dict,
                   gates=None) -> tuple[dict, torch.Tensor]:
     """Run the layer on `call` (under `gates` when given); its recorded inputs and output."""
-    inputs = _Inputs(modules)
+    inputs = InputRecorder(modules)
     try:
         with torch.no_grad(), (gates if gates is not None else ExitStack()):
             output = _run(layer.module, call)
@@ -231,7 +249,7 @@ def _kept_positions(layer: _Layer, mask_row: torch.Tensor) -> tuple[list[int], l
 def _tune_attention(model, layer: _Layer, state: dict, report: TuningReport) -> None:
     heads, neurons = state["heads"], state["neurons"]
     positions, kept = _kept_positions(layer, heads[layer.index])
-    modules = _layer_modules(model, layer.index)
+    modules = recorded_inputs(model, layer.index)
     sums, next_teacher, ffn_targets = _Sums(len(positions)), [], []
     for call_t, call_s in zip(state["teacher"], state["student"], strict=True):
         teacher, out = _run_recorded(layer, call_t, modules)
@@ -271,7 +289,7 @@ def _tune_ffn(model, layer: _Layer, state: dict, report: TuningReport) -> None:
     kept = [int(j) for j in torch.nonzero(neurons[layer.index]).flatten()]
     if not kept:
         return
-    modules = _layer_modules(model, layer.index)
+    modules = recorded_inputs(model, layer.index)
     sums = _Sums(len(kept))
     for target, call_s in zip(state["ffn_targets"], state["student"], strict=True):
         student, _ = _run_recorded(layer, call_s, modules, _gated(model, heads, neurons))

@@ -28,7 +28,9 @@ from headcount.errors import DataError
 
 WIKI_VALID = WIKITEXT_DIR / "wiki.valid.tokens"
 FAST = ["--max-length", "32", "--batch-size", "4", "--device", "cpu", "--quiet"]
-SUPPORTED_LIST = "bert, roberta, xlm-roberta, electra, distilbert, albert"
+SUPPORTED_LIST = ("bert, roberta, xlm-roberta, electra, distilbert, albert, deberta, "
+                  "deberta-v2, modernbert, mpnet, and any encoder whose layers have BERT's "
+                  "layout")
 
 needs_wikitext = pytest.mark.skipif(not WIKI_VALID.is_file(), reason="no WikiText-2 data")
 
