@@ -266,14 +266,22 @@ def _tune_attention(model, layer: _Layer, state: dict, report: TuningReport) -> 
     state["next_teacher"], state["ffn_targets"] = next_teacher, ffn_targets
     if not positions:
         return
-    ones = torch.ones(len(positions), dtype=torch.float64)
-    report.attention_before.append(_relative_error(sums.ata, sums.atb, sums.btb, ones))
+    scales = _scales(sums, f"attention of layer {layer.index}", report.attention_before,
+                     report.attention_after, report.skipped)
+    heads[layer.index, kept] = scales.to(heads.dtype)
+
+
+def _scales(sums: _Sums, what: str, before: list, after: list, skipped: list) -> torch.Tensor:
+    """The sublayer's least-squares scales (1 where they are ill-posed, noted in `skipped`),
+    with its reconstruction error at the 0/1 mask and at the scales."""
+    ones = torch.ones(sums.atb.shape[0], dtype=torch.float64)
+    before.append(_relative_error(sums.ata, sums.atb, sums.btb, ones))
     scales = _solve(sums.ata, sums.atb)
     if scales is None:
-        report.skipped.append(f"attention of layer {layer.index}")
+        skipped.append(what)
         scales = ones
-    report.attention_after.append(_relative_error(sums.ata, sums.atb, sums.btb, scales))
-    heads[layer.index, kept] = scales.to(heads.dtype)
+    after.append(_relative_error(sums.ata, sums.atb, sums.btb, scales))
+    return scales
 
 
 def _ffn_rows(layer: _Layer, real: torch.Tensor) -> torch.Tensor:
@@ -297,13 +305,8 @@ def _tune_ffn(model, layer: _Layer, state: dict, report: TuningReport) -> None:
     with torch.no_grad():
         weight = layer.ffn_output.weight[:, kept].to("cpu", torch.float64)
         sums.ata *= weight.t() @ weight  # (HᵀH) ∘ (WᵀW)
-    ones = torch.ones(len(kept), dtype=torch.float64)
-    report.ffn_before.append(_relative_error(sums.ata, sums.atb, sums.btb, ones))
-    scales = _solve(sums.ata, sums.atb)
-    if scales is None:
-        report.skipped.append(f"feed-forward of layer {layer.index}")
-        scales = ones
-    report.ffn_after.append(_relative_error(sums.ata, sums.atb, sums.btb, scales))
+    scales = _scales(sums, f"feed-forward of layer {layer.index}", report.ffn_before,
+                     report.ffn_after, report.skipped)
     neurons[layer.index, kept] = scales.to(neurons.dtype)
 
 
