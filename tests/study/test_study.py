@@ -403,3 +403,30 @@ def test_out_of_memory_backs_off_and_the_tables_are_the_same(setup, uninterrupte
     }
     assert sizes == {"curve point": 4, "drift": 4, "ablation": 1, "entropy": 4,
                      "confidence": 4}
+
+
+def test_neuron_curves_and_compression_in_a_study(setup, tmp_path):
+    """`[pruning] units = "both"` prunes heads and neurons in the curves (recall, which
+    compares sets of heads, is skipped with a note); `[compress]` adds a compression table
+    with every method at each budget, within its FLOPs budget."""
+    root, config = setup
+    text = config.read_text().split("[orders]")[0].replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[pruning]\n", '[pruning]\nunits = "both"\n')
+    text += "\n[compress]\nbudgets = [0.5]\nseq_length = 16\nmax_examples = 16\nbatch_size = 8\n"
+    both = tmp_path / "both.toml"
+    both.write_text(text)
+    assert main(["study", str(both), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    tables = read_tables(tmp_path / "run")
+    curves = tables["curves"]
+    assert {row["units"] for row in curves} == {"both"}
+    assert any(int(row["neurons_remaining"]) < int(curves[0]["neurons_remaining"])
+               for row in curves)
+    assert "recall" not in tables
+    rows = tables["compress"]
+    assert {row["method"] for row in rows} == {"unpruned", "heads-only", "search", "compress",
+                                               "compress-batch"}
+    for row in rows:
+        if row["method"] in ("search", "compress", "compress-batch"):
+            assert float(row["flops_kept"]) <= 0.5 + 1e-9
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Compression to a FLOPs budget" in report and "recall (Eq. 5)" in report

@@ -176,3 +176,24 @@ scope = "row"
     ):
         assert expected in message, expected
     assert message.startswith("bad.toml: 7 problems:")
+
+
+def test_pruning_units_and_the_compress_section(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x")
+    config = parse_config(MINIMAL.format(text=text))
+    assert config.pruning.units == "heads" and config.compress.budgets == ()
+    config = parse_config(MINIMAL.format(text=text) + '\n[pruning]\nunits = "both"\n'
+                          "\n[compress]\nseq_length = 64\n")
+    assert config.pruning.units == "both"
+    # a [compress] section without budgets means the default ones
+    assert config.compress.budgets == (0.4, 0.6, 0.8) and config.compress.seq_length == 64
+    bad = MINIMAL.format(text=text) + ('\n[pruning]\nunits = "layers"\n'
+                                       "\n[compress]\nbudgets = [0.5, 1.2]\nbatch_size = 0\n")
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad, "bad.toml")
+    message = str(error.value)
+    for expected in ("pruning.units: 'layers' is not allowed; allowed: heads, neurons, both",
+                     "compress.budgets: [0.5, 1.2]; allowed: a list of shares of the FLOPs",
+                     "compress.batch_size: 0 is not allowed"):
+        assert expected in message, (expected, message)

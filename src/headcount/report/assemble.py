@@ -37,7 +37,7 @@ from headcount.io import write_atomic
 from headcount.report import appendix, findings, sections
 from headcount.report.aggregate import CurveGroup, CurvePoint, curve_groups
 from headcount.report.canvas import FigureSaver
-from headcount.report.companion import estimators, finetune, orders, sparsity
+from headcount.report.companion import compress, estimators, finetune, orders, sparsity
 from headcount.report.figures import (
     correlation_points,
     figure_correlation,
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 # The companion studies, in report order (after the reference study's sections).
-COMPANIONS = (orders, finetune, estimators, sparsity)
+COMPANIONS = (orders, finetune, estimators, sparsity, compress)
 # Every headline finding and every analysis section, in report order.
 FINDERS = (*findings.FINDINGS, *(companion.FINDER for companion in COMPANIONS))
 SECTIONS = (*sections.SECTIONS, *(companion.SECTION for companion in COMPANIONS))

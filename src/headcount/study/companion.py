@@ -71,21 +71,24 @@ def order_curves(ctx: UnitContext, tuned: TunedModel) -> list[dict]:
     from headcount.choices import LAYER_ORDERS
     from headcount.orders import head_order, order_scores
 
-    layers, heads = torch.tensor(tuned.scores["raw_scores"]).shape
+    # One pseudo-score grid per kind that the curves prune, of the shape of its scores.
+    shapes = {field: torch.tensor(tuned.scores[field]).shape
+              for field in ("raw_scores", "neuron_raw_scores") if field in tuned.scores}
     rows = []
     for order in ctx.config.orders.names:
         if order in LAYER_ORDERS and not layer_orders_apply(tuned.scores):
             continue
         for draw in range(order_draws(ctx, order)):
-            pseudo = order_scores(head_order(order, layers, heads, order_seed(ctx.seed, draw)),
-                                  layers, heads)
+            seed = order_seed(ctx.seed, draw)
+            pseudo = {field: order_scores(head_order(order, *shape, seed), *shape).tolist()
+                      for field, shape in shapes.items()}
             meta = {"model": ctx.model.name, "task": ctx.task_name, "curve": "downstream",
                     "order": order, "family": "order", "draw": draw,
                     "rank_task": f"order:{order}", "normalize": "none",
                     "schedule": "one-shot", "seed": ctx.seed}
             rows += curve_unit(
                 ctx, f"{ctx.title}, {order} order draw {draw} (seed {ctx.seed})",
-                tuned.checkpoint, {"raw_scores": pseudo.tolist()}, "none",
+                tuned.checkpoint, pseudo, "none",
                 ctx.output("curves-orders", order, name=f"seed-{ctx.seed}-draw-{draw}.json"),
                 meta)
     return rows
@@ -205,7 +208,8 @@ def estimator_rows(model: str, task: str, seed: int,
 
 def estimator_curves(ctx: UnitContext, checkpoint: str,
                      estimates: dict[str, dict]) -> list[dict]:
-    """Pruning curves ordered by each extra estimator's (raw) scores."""
+    """Pruning curves ordered by each extra estimator's (raw) scores; the estimators score
+    heads, so these curves prune heads only whatever `[pruning] units` says."""
     rows = []
     for estimator, record in estimates.items():
         if estimator == "gradient":
@@ -216,7 +220,7 @@ def estimator_curves(ctx: UnitContext, checkpoint: str,
                 "seed": ctx.seed}
         rows += curve_unit(
             ctx, f"{ctx.title}, ordered by {estimator} (seed {ctx.seed})", checkpoint, record,
-            "none", ctx.output("curves-estimators", estimator), meta)
+            "none", ctx.output("curves-estimators", estimator), meta, units="heads")
     return rows
 
 

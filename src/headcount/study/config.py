@@ -10,14 +10,16 @@ problem at once, each naming its key and what is allowed, before any work starts
     [finetune]   epochs, lr, batch_size, max_length, warmup, weight_decay, max_steps,
                  train_fraction, train_max_examples
     [importance] normalizations, split, fraction, max_examples, batch_size
-    [pruning]    schedule, step, keep_one_per_layer, split, fraction, max_examples, batch_size
+    [pruning]    units, schedule, step, keep_one_per_layer, split, fraction, max_examples,
+                 batch_size
     [analyses]   recall, recall_threshold, drift, drift_max_examples, correlation,
                  freezing, pruned_finetune
     [orders]     names, draws, finetune, finetune_ratios, compensation   (Budhraja et al.)
     [estimators] names, max_examples, curves                            (vs exact ablation)
     [sparsity]   levels, scope, finetune_levels, after_finetune         (Gordon et al.)
+    [compress]   budgets, seq_length, max_examples, batch_size          (Kwon et al.)
 
-The three companion sections are off when absent: each adds work (curves, fine-tuning runs)
+The companion sections are off when absent: each adds work (curves, fine-tuning runs)
 that a study of importance alone does not need.
 
 This module is the whole config (`StudyConfig`, `parse_config`, `load_config`); each
@@ -36,6 +38,7 @@ from headcount.errors import ConfigError
 from headcount.study.config_checks import Problems, unknown_keys
 from headcount.study.config_sections import (
     AnalysesSpec,
+    CompressSpec,
     EstimatorsSpec,
     FinetuneSpec,
     ImportanceSpec,
@@ -46,6 +49,7 @@ from headcount.study.config_sections import (
     SparsitySpec,
     TaskSpec,
     read_analyses,
+    read_compress,
     read_estimators,
     read_finetune,
     read_importance,
@@ -59,7 +63,7 @@ from headcount.study.config_sections import (
 )
 
 SECTIONS = ("study", "models", "tasks", "pretrain", "finetune", "importance", "pruning",
-            "analyses", "orders", "estimators", "sparsity")
+            "analyses", "orders", "estimators", "sparsity", "compress")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class StudyConfig:
     orders: OrdersSpec = field(default_factory=OrdersSpec)
     estimators: EstimatorsSpec = field(default_factory=EstimatorsSpec)
     sparsity: SparsitySpec = field(default_factory=SparsitySpec)
+    compress: CompressSpec = field(default_factory=CompressSpec)
     text: str = ""  # the TOML as given, for the run directory and the report
 
     @property
@@ -103,7 +108,7 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
     # In this order, so that the problems are listed in the order of the sections.
     sections = [read(raw, problems) for read in (
         read_pretrain, read_finetune, read_importance, read_pruning, read_analyses,
-        read_orders, read_estimators, read_sparsity)]
+        read_orders, read_estimators, read_sparsity, read_compress)]
     problems.raise_any(source)
     return StudyConfig(name, tuple(seeds), device, models, tasks, *sections, text)
 

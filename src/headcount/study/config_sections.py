@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS, SCHEDULES, SCOPES
+from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS, SCHEDULES, SCOPES, UNITS
 from headcount.study.config_checks import (
     FRACTION,
     NAME,
@@ -86,6 +86,7 @@ class ImportanceSpec:
 
 @dataclass(frozen=True)
 class PruningSpec:
+    units: str = "heads"  # heads, neurons or both (each to the curve's ratio)
     schedule: str = "one-shot"
     step: float = 0.1
     keep_one_per_layer: bool = False
@@ -142,6 +143,17 @@ class SparsitySpec:
     @property
     def levels_to_finetune(self) -> tuple[float, ...]:
         return self.levels if self.finetune_levels is None else self.finetune_levels
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    """Compression to FLOPs budgets (Kwon et al.), compared with simpler ways; off when
+    the section is absent."""
+
+    budgets: tuple[float, ...] = ()
+    seq_length: int = 128
+    max_examples: int = 512
+    batch_size: int = 32
 
 
 # --------------------------------------------------------------------------- [study]
@@ -281,6 +293,7 @@ def read_importance(raw: dict, problems: Problems) -> ImportanceSpec:
 
 def read_pruning(raw: dict, problems: Problems) -> PruningSpec:
     return section(raw, "pruning", PruningSpec, problems, {
+        "units": reader(str, check=lambda v: v in UNITS, allowed=", ".join(UNITS)),
         "schedule": reader(str, check=lambda v: v in SCHEDULES, allowed=", ".join(SCHEDULES)),
         "step": reader(float, **FRACTION),
         "keep_one_per_layer": reader(bool),
@@ -355,3 +368,20 @@ def read_sparsity(raw: dict, problems: Problems) -> SparsitySpec:
                   problems)
     after = value(table, "after_finetune", "sparsity", Rule(bool), True, problems)
     return SparsitySpec(tuple(levels), scope, finetune_levels, after)
+
+
+COMPRESS_BUDGETS = (0.8, 0.6, 0.4)
+
+
+def read_compress(raw: dict, problems: Problems) -> CompressSpec:
+    table = table_of(raw, "compress", CompressSpec, problems)
+    if table is None:
+        return CompressSpec()
+    # A [compress] section without budgets means the default ones; no section, none.
+    default = COMPRESS_BUDGETS if "compress" in raw else ()
+    budgets = ratio_list(table, "budgets", "compress", default, problems, low_open=True,
+                         allowed="a list of shares of the FLOPs in (0, 1)")
+    read = {key: value(table, key, "compress", Rule(int, **POSITIVE_INT), default, problems)
+            for key, default in (("seq_length", 128), ("max_examples", 512),
+                                 ("batch_size", 32))}
+    return CompressSpec(tuple(budgets), **read)

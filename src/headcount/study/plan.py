@@ -1,9 +1,10 @@
 """The study's units in dependency order, and the tables they fill.
 
 Per model: its masked-LM checkpoint (fitted if asked); per seed the masked-LM units, then
-per task the reference units (`reference.task_units`) and the companion units
-(`companion.task_units`) of the fine-tuned model, then the companion units of the masked
-LM; finally recall over seeds. The order is part of the output: rows are appended in it.
+per task the reference units (`reference.task_units`), the companion units
+(`companion.task_units`) and the compression units (`compression.compress_units`) of the
+fine-tuned model, then the companion units of the masked LM; finally recall over seeds.
+The order is part of the output: rows are appended in it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from headcount.io import read_json_record
-from headcount.study import companion, reference
+from headcount.study import companion, compression, reference
 from headcount.study.config import ModelSpec
 from headcount.study.reference import ModelCurves
 from headcount.study.units import Run, UnitContext, mlm_checkpoint
@@ -44,9 +45,12 @@ def _model_units(run: Run, model: ModelSpec, tables: dict) -> list[str]:
     curves = ModelCurves()
     for seed in config.seeds:
         _seed_units(UnitContext(run, model, seed), mlm_path, freezing, tables, curves)
-    if config.analyses.recall:
+    if config.analyses.recall and config.pruning.units == "heads":
         tables["recall"] += reference.recall_rows(model.name, curves,
                                                   config.analyses.recall_threshold)
+    elif config.analyses.recall:
+        notes.append(f"{model.name}: the curves prune {config.pruning.units}; recall (Eq. 5) "
+                     "compares sets of heads, so it was not computed.")
     if config.orders.names and shares_layers:
         notes.append(SHARED_LAYERS.format(model.name) + "the layer-location orders do not "
                      "apply; only random order was run.")
@@ -61,6 +65,7 @@ def _seed_units(ctx: UnitContext, mlm_path: str, freezing: tuple[int, ...], tabl
         on_task = ctx.on(task)
         tuned = reference.task_units(on_task, mlm_scores, freezing, tables, curves)
         companion.task_units(on_task, tuned, tables)
+        compression.compress_units(on_task, tuned, tables)
     companion.pretrain_units(ctx, mlm_path, tables)
 
 

@@ -282,26 +282,34 @@ def finetune_unit(ctx: UnitContext) -> Path:
     return output
 
 
+def importance_units(config: StudyConfig) -> str:
+    """What the study's gradient importance scores: heads, and neurons too when the curves
+    prune them (the other analyses read the heads' scores)."""
+    return "heads" if config.pruning.units == "heads" else "both"
+
+
 def importance_unit(run: Run, label: str, checkpoint: str, options: DataOptions, output: Path,
                     estimator: str = "gradient") -> dict:
     """Raw importance by `estimator`, with the unit's wall time including loading (what
-    choosing the estimator costs)."""
+    choosing the estimator costs); the gradient scores neurons too where the curves prune
+    them (`importance_units`)."""
     from headcount.jobs.measure import importance_job
 
+    units = importance_units(run.config) if estimator == "gradient" else "heads"
     with run.unit(f"importance: {label}", output) as todo:
         if todo:
             started = time.perf_counter()
             record = importance_job(checkpoint, options, normalize_method="none",
                                     device=run.config.device, progress=run.progress,
-                                    estimator=estimator)
+                                    estimator=estimator, units=units)
             write_json(output, {**record, "seconds": time.perf_counter() - started})
     return read_json_record(output, "importance record")
 
 
 def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, normalize: str,
-               output: Path, meta: dict) -> list[dict]:
+               output: Path, meta: dict, units: str | None = None) -> list[dict]:
     """A pruning curve on the context's curve examples whose every point is saved as soon as
-    it is evaluated."""
+    it is evaluated; it prunes `units` (default: the config's `[pruning] units`)."""
     from headcount.jobs.prepared import prepare_task
     from headcount.pruning import (
         CurveSettings,
@@ -315,6 +323,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
 
     run = ctx.run
     spec = run.config.pruning
+    units = units or spec.units
     ratios = step_ratios(spec.step)
     saved = read_json_record(output, "curve") if run.finished(output) else {"points": []}
     completed = [point_from_record(p) for p in saved["points"]]
@@ -332,8 +341,9 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
     try:
         pruning_curve(
             prepared.model, prepared.evaluate,
-            Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
-            CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
+            Ranking(scores=_unit_scores(scores, units), normalize_method=normalize),
+            CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer,
+                          units=units),
             completed=completed, on_point=save,
         )
     except KeyboardInterrupt:
@@ -342,6 +352,14 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
     run.counts["done"] += 1
     return curve_rows([point_from_record(p) for p in json.loads(output.read_text())["points"]],
                       meta)
+
+
+def _unit_scores(record: dict, units: str) -> dict[str, torch.Tensor]:
+    """The raw scores of an importance record by kind, for a curve of `units`."""
+    from headcount.records import SCORE_FIELDS
+
+    kinds = ("heads", "neurons") if units == "both" else (units,)
+    return {kind: torch.tensor(record[SCORE_FIELDS[kind][0]]) for kind in kinds}
 
 
 def evaluation_unit(run: Run, label: str, output: Path, compute) -> dict:
