@@ -28,6 +28,7 @@ section's dataclass and checks are in `config_sections`, the value checks they s
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,10 @@ class StudyConfig:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
-def parse_config(text: str, source: str = "config") -> StudyConfig:
-    """Parse and validate a study configuration; ConfigError lists every problem.
+def parse_config(text: str, source: str = "config", base: Path | None = None) -> StudyConfig:
+    """Parse and validate a study configuration; ConfigError lists every problem. Relative
+    paths in it are read from the folder `base` (the config file's; None: the current
+    directory).
 
     Example:
         >>> config = parse_config(Path("examples/glue-local.toml").read_text())
@@ -96,6 +99,8 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    if base is not None:
+        raw = resolve_paths(raw, base)
     problems = Problems()
     unknown_keys(raw, "(top level)", set(SECTIONS), problems)
     name, seeds, device = read_study(raw, problems)
@@ -109,7 +114,54 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
 
 
 def load_config(path: str | Path) -> StudyConfig:
+    """The study config in the file `path`; its relative paths are read from the file's
+    folder, so the config runs the same from any directory."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study config not found: {path}")
-    return parse_config(path.read_text(encoding="utf-8"), str(path))
+    return parse_config(path.read_text(encoding="utf-8"), str(path),
+                        base=path.resolve().parent)
+
+
+# Task specs that carry a path after their prefix (GLUE names carry none).
+PATH_TASKS = ("file:", "dir:", "mlm:")
+
+
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """`raw` (the parsed TOML) with its relative paths made absolute against `base`: the
+    tasks' data_dir and file:/dir: paths, [pretrain].text, and a model's path or mlm_path
+    where it names something under `base` or starts with ./ or ../ (anything else is a hub
+    name, such as sentence-transformers/all-MiniLM-L6-v2). Values of the wrong type are left
+    for the checks to report."""
+    def under_base(value: str) -> str:
+        return os.path.normpath(base / Path(value).expanduser())
+
+    def data(value):
+        if not isinstance(value, str) or not value:
+            return value
+        prefix = next((p for p in PATH_TASKS if value.startswith(p)), "")
+        return prefix + under_base(value.removeprefix(prefix))
+
+    def task(value):
+        return data(value) if isinstance(value, str) and value.startswith(PATH_TASKS) else value
+
+    def model(value):
+        if not isinstance(value, str) or not value:
+            return value
+        local = value.startswith(("./", "../", "~", "/")) or Path(under_base(value)).exists()
+        return under_base(value) if local else value
+
+    def entries(found, readers: dict):
+        if not isinstance(found, list):
+            return found
+        return [{key: readers.get(key, lambda v: v)(v) for key, v in entry.items()}
+                if isinstance(entry, dict) else entry for entry in found]
+
+    resolved = dict(raw)
+    if "models" in raw:
+        resolved["models"] = entries(raw["models"], {"path": model, "mlm_path": model})
+    if "tasks" in raw:
+        resolved["tasks"] = entries(raw["tasks"], {"data_dir": data, "task": task})
+    if isinstance(raw.get("pretrain"), dict) and "text" in raw["pretrain"]:
+        resolved["pretrain"] = {**raw["pretrain"], "text": data(raw["pretrain"]["text"])}
+    return resolved

@@ -243,7 +243,8 @@ def read_pretrain(raw: dict, problems: Problems) -> PretrainSpec:
         problems.add("pretrain.text", "required: a text file or directory for the masked-LM "
                      "task (e.g. ../shared/data/wikitext-2/wiki.valid.tokens)")
     elif not Path(pretrain.text.removeprefix("mlm:")).exists():
-        problems.add("pretrain.text", f"{pretrain.text!r} does not exist")
+        problems.add("pretrain.text", f"{pretrain.text!r} does not exist (a relative path "
+                     "in a config file is read from the file's folder)")
     return pretrain
 
 
