@@ -173,3 +173,13 @@ def glue_dir() -> Path:
     if not GLUE_DIR.is_dir():
         pytest.skip(f"shared GLUE data not found at {GLUE_DIR}")
     return GLUE_DIR
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """The hub unreachable for this test (HF_HUB_OFFLINE=1), whatever was imported before it:
+    a model or data set name that does not resolve locally fails at once."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

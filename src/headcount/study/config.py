@@ -4,7 +4,7 @@ problem at once, each naming its key and what is allowed, before any work starts
     [study]      name, seeds, device
     [[models]]   name, path, mlm_path | fit_mlm_head
     [[tasks]]    name, task, data_dir, text_column, text_pair_column, label_column,
-                 train_split, eval_split
+                 train_split, eval_split, labels, problem
     [pretrain]   text, importance_max_examples, importance_fraction, curve_max_examples,
                  curve_fraction, max_length, fit_steps
     [finetune]   epochs, lr, batch_size, max_length, warmup, weight_decay, max_steps,
@@ -16,6 +16,10 @@ problem at once, each naming its key and what is allowed, before any work starts
     [orders]     names, draws, finetune, finetune_ratios, compensation   (Budhraja et al.)
     [estimators] names, max_examples, curves                            (vs exact ablation)
     [sparsity]   levels, scope, finetune_levels, after_finetune         (Gordon et al.)
+
+Relative paths (a task's data_dir and file:/dir: path, [pretrain].text, a model's local
+path) are read from the config file's folder (`load_config`), so that a config runs the same
+from any directory; a path given on the command line stays relative to the current one.
 
 The three companion sections are off when absent: each adds work (curves, fine-tuning runs)
 that a study of importance alone does not need.
@@ -111,6 +115,11 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
         read_orders, read_estimators, read_sparsity)]
     problems.raise_any(source)
     return StudyConfig(name, tuple(seeds), device, models, tasks, *sections, text)
+
+
+def run_dir(config: StudyConfig, out: str | None) -> Path:
+    """The run directory: `--out`, or runs/<study name> under the current directory."""
+    return Path(out) if out is not None else Path("runs") / config.name
 
 
 def load_config(path: str | Path) -> StudyConfig:
