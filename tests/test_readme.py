@@ -4,14 +4,15 @@ stops working fails the tests.
 The test reads README.md's fenced code blocks (not a copy of them):
 - a `text` block whose lines start with `$ ` is a shell session: each `$ headcount ...`
   command (with its `\\` continuations; `mkdir -p` too) runs in order in one working
-  directory, with the
-  names in `SUBSTITUTES` replaced by a tiny checkpoint, a small GLUE folder (SST-2, RTE and
-  MRPC rows from the shared data) and a small version of a study config. It must succeed
-  (or, if its output is an error line, fail with exactly that line), and every line the
-  README shows for it must have the form of a line it printed (numbers and durations
-  masked; the README may leave lines out);
-- a `python` block runs after the sessions, in the same directory, with the same
-  substitutions (its printed numbers depend on the model and are not compared);
+  directory, with the hub name of MiniLM, `$G` and the example configs replaced by a tiny
+  checkpoint, a small GLUE folder (rows of the README's tasks from the shared data) and a
+  small version of the config (`workdir`). It must succeed (or, if its output is an error
+  line, fail with exactly that line), and every line the README shows for it must have
+  the form of a line it printed (numbers and durations masked; the README may leave
+  lines out);
+- a `python` block runs in the same directory, with the same substitutions, where it
+  stands among the sessions (its printed numbers depend on the model and are not
+  compared);
 - the set-up block (`make demo`, `make test`) is checked through the demo's config: it
   must be valid and its plan must find the MiniLM weights and BBC News.
 Any other block fails the test: a new kind of example needs a way to be checked here.
@@ -35,7 +36,8 @@ from headcount.cli.app import main
 
 README = REPO / "README.md"
 HUB = "sentence-transformers/all-MiniLM-L6-v2"
-GLUE_ROWS = {"SST-2": 48, "RTE": 24, "MRPC": 24}  # rows per split of each small GLUE task
+# Rows per split of each small GLUE task.
+GLUE_ROWS = {"SST-2": 48, "RTE": 24, "MRPC": 24, "STS-B": 24}
 NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?(e[-+]?\d+)?|\bnan\b")
 DURATION = re.compile(r"~# ?(s|min|h)\b")
 
@@ -174,50 +176,62 @@ def run(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def readme_examples() -> list[tuple[str, object]]:
+    """The README's examples in their order: ("session", commands) or ("python", code);
+    the set-up block and the outputs shown after a block are left out."""
+    examples, previous = [], None
+    for language, body in fenced_blocks(README.read_text(encoding="utf-8")):
+        if language == "text" and body.lstrip().startswith("$ "):
+            examples.append(("session", session(body)))
+        elif language == "python":
+            examples.append(("python", body))
+        elif language == "bash" and "make demo" in body:
+            pass  # test_the_demo_of_the_set_up_block_is_ready_to_run
+        elif not (language == "text" and previous in ("python", "bash")):
+            pytest.fail(f"a README block this test does not know how to check:\n{body}")
+        previous = language
+    return examples
+
+
+def check_command(command: Command, substitutes: dict[str, str]) -> str | None:
+    """Run one `$ ` command of a session; what is wrong with it, or None."""
+    argv = [substitute(arg, substitutes) for arg in command.argv]
+    if argv[:2] == ["mkdir", "-p"]:
+        for folder in argv[2:]:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        return None
+    shown = " ".join(command.argv)
+    if argv[0] != "headcount":
+        return f"{shown}: not a headcount command"
+    code, out, err = run(argv[1:])
+    error = [line for line in command.expected if line.startswith("headcount: error:")]
+    if error:
+        if code != 2 or form(err) != form(error[0]):
+            return f"{shown}: expected {error[0]!r}, got {code}: {err!r}"
+        return None
+    if code != 0:
+        return f"{shown}: exit {code}: {err.strip()[-500:]}"
+    printed = {form(line) for line in out.splitlines()}
+    missing = [line for line in command.expected if form(line) not in printed]
+    if missing:
+        return f"{shown}: printed no line like {missing[0]!r}; printed:\n{out}"
+    return None
+
+
 def test_every_example_of_the_readme_runs(workdir, monkeypatch, offline):
     root, substitutes = workdir
     monkeypatch.chdir(root)
-    sessions, programs, setup = [], [], []
-    previous = None
-    for language, body in fenced_blocks(README.read_text(encoding="utf-8")):
-        if language == "text" and body.lstrip().startswith("$ "):
-            sessions += session(body)
-        elif language == "python":
-            programs.append(body)
-        elif language == "bash" and "make demo" in body:
-            setup.append(body)
-        elif language == "text" and previous in ("python", "bash"):
-            pass  # the output of the block before it
-        else:
-            pytest.fail(f"a README block this test does not know how to check:\n{body}")
-        previous = language
-    assert sessions and programs and setup
+    examples = readme_examples()
+    assert {kind for kind, _ in examples} == {"session", "python"}
     problems = []
-    for command in sessions:
-        argv = [substitute(arg, substitutes) for arg in command.argv]
-        if argv[:2] == ["mkdir", "-p"]:
-            for folder in argv[2:]:
-                Path(folder).mkdir(parents=True, exist_ok=True)
+    for kind, example in examples:
+        if kind == "python":
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(substitute(example, substitutes), "README.md", "exec"), {})
             continue
-        assert argv[0] == "headcount", f"not a headcount command: {command.argv}"
-        code, out, err = run(argv[1:])
-        shown = " ".join(command.argv)
-        error = [line for line in command.expected if line.startswith("headcount: error:")]
-        if error:
-            if code != 2 or form(err) != form(error[0]):
-                problems.append(f"{shown}: expected {error[0]!r}, got {code}: {err!r}")
-            continue
-        if code != 0:
-            problems.append(f"{shown}: exit {code}: {err.strip()[-500:]}")
-            continue
-        printed = {form(line) for line in out.splitlines()}
-        missing = [line for line in command.expected if form(line) not in printed]
-        if missing:
-            problems.append(f"{shown}: printed no line like {missing[0]!r}; printed:\n{out}")
+        problems += [problem for command in example
+                     if (problem := check_command(command, substitutes)) is not None]
     assert not problems, "\n\n".join(problems)
-    for program in programs:
-        with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(substitute(program, substitutes), "README.md", "exec"), {})
 
 
 def test_the_demo_of_the_set_up_block_is_ready_to_run(tmp_path):
