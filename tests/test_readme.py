@@ -13,6 +13,8 @@ The test reads README.md's fenced code blocks (not a copy of them):
 - a `python` block runs in the same directory, with the same substitutions, where it
   stands among the sessions (its printed numbers depend on the model and are not
   compared);
+- a `toml` block is an excerpt of a study config: with the sections it lacks filled in, it
+  must be a valid config;
 - the set-up block (`make demo`, `make test`) is checked through the demo's config: it
   must be valid and its plan must find the MiniLM weights and BBC News.
 Any other block fails the test: a new kind of example needs a way to be checked here.
@@ -136,11 +138,11 @@ def toml_text(raw: dict) -> str:
 
 def tiny_pretrained(directory: Path) -> Path:
     """A tiny BERT with a masked-LM head and no classifier (as the pre-trained MiniLM), with
-    positions for the README's --max-length 128."""
+    positions for the README's --max-length 128 and MiniLM's 6 layers (freezing 5)."""
     from transformers import AutoModelForMaskedLM
 
     torch.manual_seed(0)
-    config = make_config("bert", max_position_embeddings=130)
+    config = make_config("bert", max_position_embeddings=130, num_hidden_layers=6)
     AutoModelForMaskedLM.from_config(config).save_pretrained(directory)
     write_tokenizer(directory)
     return directory
@@ -185,6 +187,8 @@ def readme_examples() -> list[tuple[str, object]]:
             examples.append(("session", session(body)))
         elif language == "python":
             examples.append(("python", body))
+        elif language == "toml":
+            examples.append(("toml", body))
         elif language == "bash" and "make demo" in body:
             pass  # test_the_demo_of_the_set_up_block_is_ready_to_run
         elif not (language == "text" and previous in ("python", "bash")):
@@ -218,13 +222,26 @@ def check_command(command: Command, substitutes: dict[str, str]) -> str | None:
     return None
 
 
+def check_config_excerpt(text: str) -> None:
+    """A study config excerpt: with the sections it lacks filled in, a valid config."""
+    from headcount.study.config import parse_config
+
+    raw = {"study": {"name": "excerpt"}, "models": [{"name": "m", "path": "m"}],
+           "tasks": [{"name": "t", "task": "sst2"}],
+           "pretrain": {"text": str(REPO / "README.md")}, **tomllib.loads(text)}
+    parse_config(toml_text(raw), "README.md excerpt")
+
+
 def test_every_example_of_the_readme_runs(workdir, monkeypatch, offline):
     root, substitutes = workdir
     monkeypatch.chdir(root)
     examples = readme_examples()
-    assert {kind for kind, _ in examples} == {"session", "python"}
+    assert {kind for kind, _ in examples} == {"session", "python", "toml"}
     problems = []
     for kind, example in examples:
+        if kind == "toml":
+            check_config_excerpt(example)
+            continue
         if kind == "python":
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(compile(substitute(example, substitutes), "README.md", "exec"), {})

@@ -110,7 +110,7 @@ def test_the_shipped_examples_parse_from_any_directory(monkeypatch, tmp_path):
         pytest.skip("shared data not beside the repository")
     monkeypatch.chdir(tmp_path)  # not the repository root: paths are read from examples/
     config = load_config(REPO / "examples" / "glue-local.toml")
-    assert [t.name for t in config.tasks] == ["rte", "mrpc", "sst2"]
+    assert [t.name for t in config.tasks] == ["mrpc", "sst2"]
     glue = REPO.parent / "shared" / "data" / "glue"
     assert {Path(t.data_dir) for t in config.tasks} == {glue.resolve()}
     assert config.models[0].path == "sentence-transformers/all-MiniLM-L6-v2"  # a hub name

@@ -96,8 +96,10 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
     directory).
 
     Example:
-        >>> config = parse_config(Path("examples/glue-local.toml").read_text())
+        >>> config = parse_config(Path("examples/glue-local.toml").read_text(),
+        ...                       base=Path("examples"))
         >>> [task.name for task in config.tasks]
+        ['mrpc', 'sst2']
     """
     try:
         raw = tomllib.loads(text)

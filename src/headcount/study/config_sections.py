@@ -270,7 +270,7 @@ def read_pretrain(raw: dict, problems: Problems) -> PretrainSpec:
     })
     if not pretrain.text:
         problems.add("pretrain.text", "required: a text file or directory for the masked-LM "
-                     "task (e.g. ../shared/data/wikitext-2/wiki.valid.tokens)")
+                     "task (e.g. wiki.valid.tokens, read from the config file's folder)")
     elif not Path(pretrain.text.removeprefix("mlm:")).exists():
         problems.add("pretrain.text", f"{pretrain.text!r} does not exist (a relative path "
                      "in a config file is read from the file's folder)")

@@ -144,6 +144,11 @@ def _model_units(plan: Plan, model: ModelSpec) -> None:
     config = plan.config
     model_config = _model_config(plan, model)
     shared = bool(model_config is not None and _shares_layers(model_config))
+    layers = getattr(model_config, "num_hidden_layers", None)
+    too_many = [k for k in config.analyses.freezing if layers is not None and k > layers]
+    if too_many and not shared:
+        plan.problems.append(f"analyses.freezing: {too_many[0]} layers, but {model.name} has "
+                             f"{layers}")
     if model.fit_mlm_head:
         from headcount.mlm_head import HeadFit
 
@@ -287,7 +292,7 @@ def _estimators(where: _Where, examples: int | None, tokens, *, downstream: bool
     cost = {"gradient": 3, "ablation": heads and heads / 2, "entropy": 1, "confidence": 1,
             "magnitude": 0}
     for estimator in ("gradient", *config.estimators.names):
-        where.add(f"importance ({estimator})", "importance-estimators", estimator,
+        where.add(f"estimators: {estimator}", "importance-estimators", estimator,
                   passes=times(cost[estimator], examples), tokens=tokens)
     if downstream and config.estimators.curves:
         points = len(_ratios(config))
