@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import REPO, WIKITEXT_DIR, save_checkpoint
@@ -28,7 +29,7 @@ def test_glue_local_plans_every_unit_and_a_time(tmp_path, capsys, offline):
     assert not out.exists()
     units = [line for line in lines[1:] if line.strip() and line.split()[0] == "-"]
     # model x task x seed x analysis, with the fitted masked-LM head first
-    assert "fit masked-LM head (300 steps)" in units[0]
+    assert "fit masked-LM head (200 steps)" in units[0]
     assert any(line.split()[1:4] == ["minilm", "sst2", "1"] and "fine-tune" in line
                for line in units)
     assert f"; {len(units)} units; run directory {out}: not started: 0 done" in summary(lines)
@@ -58,56 +59,54 @@ def test_the_published_study_plans_offline_with_its_hub_names_noted(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
-def test_a_local_model_or_data_that_does_not_load_is_one_error(tmp_path, capsys):
-    config = tmp_path / "study.toml"
+def study_file(folder, model: str, task: str, sections: str = "") -> Path:
+    """A study config in `folder`: one model, one task (its TOML lines), the masked LM on
+    WikiText-2, and `sections`."""
+    config = folder / "study.toml"
     config.write_text(f"""
 [study]
-name = "broken"
-
-[[models]]
-name = "gone"
-path = "./no-such-checkpoint"
-
-[[tasks]]
-name = "mine"
-task = "file:missing.tsv"
-text_column = "text"
-label_column = "label"
-
-[pretrain]
-text = "{WIKITEXT_DIR / 'wiki.valid.tokens'}"
-""")
-    assert main(["study", str(config), "--plan", "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("headcount: error: 2 problem(s) in the study's models and data:")
-    assert f"models gone: model directory not found: {tmp_path / 'no-such-checkpoint'}" in err
-    assert "tasks mine:" in err and "Traceback" not in err
-    assert not (tmp_path / "run").exists()
-
-
-def test_units_done_and_a_run_of_another_config_are_told_apart(tmp_path, capsys):
-    checkpoint = save_checkpoint(tmp_path / "model", head="mlm")
-    data = tmp_path / "toy.tsv"
-    data.write_text("text\tlabel\n" + "".join(f"w{i} the movie\t{i % 2}\n" for i in range(8)))
-    config = tmp_path / "study.toml"
-    text = f"""
-[study]
-name = "toy"
+name = "planned"
 device = "cpu"
 
 [[models]]
 name = "tiny"
-path = "{checkpoint}"
+path = "{model}"
 
 [[tasks]]
-name = "toy"
-task = "file:{data}"
-text_column = "text"
-label_column = "label"
+name = "mine"
+{task}
 
 [pretrain]
 text = "{WIKITEXT_DIR / 'wiki.valid.tokens'}"
-importance_max_examples = 4
+{sections}""")
+    return config
+
+
+FILE_TASK = 'task = "file:{}"\ntext_column = "text"\nlabel_column = "label"'
+
+
+def test_a_local_model_or_data_that_does_not_load_is_one_error(tmp_path, capsys):
+    config = study_file(tmp_path, "./no-such-checkpoint", FILE_TASK.format("missing.tsv"))
+    assert main(["study", str(config), "--plan", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("headcount: error: 2 problem(s) in the study's models and data:")
+    assert f"models tiny: model directory not found: {tmp_path / 'no-such-checkpoint'}" in err
+    assert "tasks mine:" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_freezing_more_layers_than_the_model_has_is_found_before_the_run(tmp_path, capsys):
+    glue = REPO.parent / "shared" / "data" / "glue"
+    if not glue.is_dir():
+        pytest.skip("shared data not beside the repository")
+    checkpoint = save_checkpoint(tmp_path / "model", head="mlm")  # 2 layers
+    config = study_file(tmp_path, checkpoint, f'task = "sst2"\ndata_dir = "{glue}"',
+                        "[analyses]\nfreezing = [1, 5]\n")
+    assert main(["study", str(config), "--plan", "--out", str(tmp_path / "run")]) == 2
+    assert "analyses.freezing: 5 layers, but tiny has 2" in capsys.readouterr().err
+
+
+SMALL = """importance_max_examples = 4
 curve_max_examples = 4
 max_length = 16
 
@@ -130,6 +129,14 @@ correlation = false
 freezing = []
 pruned_finetune = "none"
 """
+
+
+def test_units_done_and_a_run_of_another_config_are_told_apart(tmp_path, capsys):
+    checkpoint = save_checkpoint(tmp_path / "model", head="mlm")
+    data = tmp_path / "toy.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"w{i} the movie\t{i % 2}\n" for i in range(8)))
+    config = study_file(tmp_path, checkpoint, FILE_TASK.format(data), SMALL)
+    text = config.read_text()
     config.write_text(text)
     out = tmp_path / "run"
     assert main(["study", str(config), "--out", str(out), "--quiet"]) == 0
@@ -139,7 +146,7 @@ pruned_finetune = "none"
     assert "; 5 units; run directory" in summary(lines)
     assert summary(lines).endswith(": 5 done, 0 partly done")
     # A curve with some of its points saved counts as partly done.
-    curve = out / "units" / "curves" / "tiny" / "toy" / "l1" / "seed-0.json"
+    curve = out / "units" / "curves" / "tiny" / "mine" / "l1" / "seed-0.json"
     saved = json.loads(curve.read_text())
     curve.write_text(json.dumps({**saved, "points": saved["points"][:1]}))
     lines = plan_lines(capsys, str(config), "--out", str(out))
