@@ -333,7 +333,11 @@ def plan_text(config: StudyConfig, root: str | Path) -> str:
         raise ConfigError(f"{len(plan.problems)} problem(s) in the study's models and data:\n  "
                           + "\n  ".join(plan.problems))
     counts, where = run_dir_note(plan)
-    speed, device = device_speed(config.device)
+    try:
+        speed, device = device_speed(config.device)
+    except HeadcountError as error:  # a GPU config planned on a machine without one
+        speed, device = device_speed("cpu")
+        plan.notes.append(f"{error}: timed on the cpu")
     lines = [f"{'done':<5} {'model':<12} {'task':<10} {'seed':>4}  {'analysis':<58} time"]
     left, unknown, done, partial = 0.0, 0, 0, 0
     for unit in plan.units:
