@@ -291,3 +291,13 @@ def out_of_memory_above(rows: int, *, inference_only: bool = False):
         yield log
     finally:
         handle.remove()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """The hub unreachable for this test (HF_HUB_OFFLINE=1), whatever was imported before it:
+    a model or data set name that does not resolve locally fails at once."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

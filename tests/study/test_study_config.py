@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import REPO
 
 from headcount.errors import ConfigError
-from headcount.study.config import parse_config
+from headcount.study.config import load_config, parse_config
+from headcount.study.units import task_options
 
 MINIMAL = """
 [study]
@@ -102,14 +105,100 @@ def test_missing_sections_and_invalid_toml():
         parse_config("[study\n")
 
 
-def test_the_shipped_examples_parse(monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_the_shipped_examples_parse_from_any_directory(monkeypatch, tmp_path):
     if not (REPO.parent / "shared" / "data" / "wikitext-2").is_dir():
         pytest.skip("shared data not beside the repository")
-    config = parse_config((REPO / "examples" / "glue-local.toml").read_text())
-    assert [t.name for t in config.tasks] == ["rte", "mrpc", "sst2"]
-    with pytest.raises(ConfigError, match=r"pretrain.text: 'data/wikipedia.txt' does not exist"):
-        parse_config((REPO / "examples" / "paper.toml").read_text())  # needs a Wikipedia dump
+    monkeypatch.chdir(tmp_path)  # not the repository root: paths are read from examples/
+    config = load_config(REPO / "examples" / "glue-local.toml")
+    assert [t.name for t in config.tasks] == ["mrpc", "sst2"]
+    glue = REPO.parent / "shared" / "data" / "glue"
+    assert {Path(t.data_dir) for t in config.tasks} == {glue.resolve()}
+    assert config.models[0].path == "sentence-transformers/all-MiniLM-L6-v2"  # a hub name
+    wikipedia = REPO / "examples" / "data" / "wikipedia.txt"
+    with pytest.raises(ConfigError, match=f"pretrain.text: '{wikipedia}' does not exist "
+                                          r"\(a relative path in a config file is read"):
+        load_config(REPO / "examples" / "paper.toml")  # needs a Wikipedia dump
+
+
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    (folder / "data" / "glue").mkdir(parents=True)
+    (folder / "data" / "text.txt").write_text("x")
+    (folder / "ckpt").mkdir()
+    (folder / "study.toml").write_text("""
+[study]
+name = "paths"
+
+[[models]]
+name = "local"
+path = "ckpt"
+mlm_path = "./mlm-ckpt"
+
+[[models]]
+name = "hub"
+path = "org/model"
+
+[[models]]
+name = "absolute"
+path = "/abs/ckpt"
+
+[[tasks]]
+name = "glue"
+task = "sst2"
+data_dir = "data/glue"
+
+[[tasks]]
+name = "mine"
+task = "file:data/mine.tsv"
+text_column = "text"
+label_column = "label"
+
+[pretrain]
+text = "mlm:data/text.txt"
+""")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("configs/study.toml")
+    local, hub, absolute = config.models
+    assert (local.path, local.mlm_path) == (str(folder / "ckpt"), str(folder / "mlm-ckpt"))
+    assert hub.path == "org/model" and absolute.path == "/abs/ckpt"
+    glue, mine = config.tasks
+    assert glue.task == "sst2" and glue.data_dir == str(folder / "data" / "glue")
+    assert mine.task == f"file:{folder / 'data' / 'mine.tsv'}"
+    assert config.pretrain.text == f"mlm:{folder / 'data' / 'text.txt'}"
+    # The text as written stays the config of the run directory (its digest too).
+    assert 'path = "ckpt"' in config.text
+    # parse_config without a folder keeps paths as given (relative to the current one).
+    monkeypatch.chdir(folder)
+    assert parse_config(config.text).models[0].path == "ckpt"
+
+
+def test_own_data_tasks_take_labels_and_problem(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("x")
+    own = MINIMAL.format(text=text).replace('task = "rte"', """task = "file:mine.tsv"
+text_column = "text"
+label_column = "label"
+labels = ["neg", "neutral", "pos"]
+problem = "classification"
+""")
+    task = parse_config(own).tasks[0]
+    assert task.labels == ("neg", "neutral", "pos") and task.problem == "classification"
+    options = task_options(task, split="train")
+    assert options.labels == task.labels and options.problem == "classification"
+    assert parse_config(MINIMAL.format(text=text)).tasks[0].labels is None
+    bad = MINIMAL.format(text=text).replace('task = "rte"', """task = "rte"
+labels = ["a"]
+problem = "ranking"
+""")
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad, "bad.toml")
+    message = str(error.value)
+    assert "tasks[0].labels: ['a']; allowed: a list of two or more distinct class names" in message
+    assert "tasks[0].problem: 'ranking' is not allowed; allowed: classification, regression" \
+        in message
+    glue = MINIMAL.format(text=text).replace('task = "rte"', 'task = "rte"\nproblem = "regression"')
+    with pytest.raises(ConfigError, match=r"tasks\[0\].problem: only for file: and dir: tasks"):
+        parse_config(glue)
 
 
 def test_companion_sections_are_off_when_absent_and_parsed_when_given(tmp_path):

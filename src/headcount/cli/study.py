@@ -19,6 +19,10 @@ def add_study_command(commands) -> None:
                        help="start afresh in a run directory made by another configuration "
                             "(only ever deletes a headcount run directory; never one that "
                             "another process is writing)")
+    study.add_argument("--plan", action="store_true",
+                       help="check the config and its models and data, then list every unit "
+                            "(model x task x seed x analysis), which are done in the run "
+                            "directory, and a rough time for the rest; writes nothing")
     study.add_argument("--quiet", action="store_true", help="no progress output")
     study.set_defaults(run=_study, resumable=True)
 
@@ -43,6 +47,11 @@ def add_demo_command(commands) -> None:
 
 
 def _study(args) -> None:
+    if args.plan:
+        from headcount.study.outline import plan_command
+
+        print(plan_command(args.config, args.out))
+        return
     from headcount.report.run import study_command
 
     paths = study_command(args.config, args.out, force=args.force, progress=not args.quiet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headcount.report.assemble import write_report
-from headcount.study.config import StudyConfig, load_config, parse_config
+from headcount.study.config import StudyConfig, load_config, parse_config, run_dir
 from headcount.study.demo import demo_config_text
 from headcount.study.runner import open_run, study_tables
 
@@ -32,9 +32,7 @@ def run_study(config: StudyConfig, out: str | Path, *, force: bool = False,
 def study_command(config_path: str, out: str | None, *, force: bool, progress: bool) -> dict:
     """`headcount study CONFIG [--out DIR]`: the run directory defaults to runs/<name>."""
     config = load_config(config_path)
-    if out is None:
-        out = str(Path("runs") / config.name)
-    return run_study(config, out, force=force, progress=progress)
+    return run_study(config, run_dir(config, out), force=force, progress=progress)
 
 
 def run_demo(out: str = "runs/demo", *, seeds=(0, 1), device: str = "auto",

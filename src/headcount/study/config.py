@@ -4,7 +4,7 @@ problem at once, each naming its key and what is allowed, before any work starts
     [study]      name, seeds, device
     [[models]]   name, path, mlm_path | fit_mlm_head
     [[tasks]]    name, task, data_dir, text_column, text_pair_column, label_column,
-                 train_split, eval_split
+                 train_split, eval_split, labels, problem
     [pretrain]   text, importance_max_examples, importance_fraction, curve_max_examples,
                  curve_fraction, max_length, fit_steps
     [finetune]   epochs, lr, batch_size, max_length, warmup, weight_decay, max_steps,
@@ -19,6 +19,10 @@ problem at once, each naming its key and what is allowed, before any work starts
     [sparsity]   levels, scope, finetune_levels, after_finetune         (Gordon et al.)
     [compress]   budgets, seq_length, max_examples, batch_size          (Kwon et al.)
 
+Relative paths (a task's data_dir and file:/dir: path, [pretrain].text, a model's local
+path) are read from the config file's folder (`load_config`), so that a config runs the same
+from any directory; a path given on the command line stays relative to the current one.
+
 The companion sections are off when absent: each adds work (curves, fine-tuning runs)
 that a study of importance alone does not need.
 
@@ -30,6 +34,7 @@ section's dataclass and checks are in `config_sections`, the value checks they s
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,17 +95,23 @@ class StudyConfig:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
-def parse_config(text: str, source: str = "config") -> StudyConfig:
-    """Parse and validate a study configuration; ConfigError lists every problem.
+def parse_config(text: str, source: str = "config", base: Path | None = None) -> StudyConfig:
+    """Parse and validate a study configuration; ConfigError lists every problem. Relative
+    paths in it are read from the folder `base` (the config file's; None: the current
+    directory).
 
     Example:
-        >>> config = parse_config(Path("examples/glue-local.toml").read_text())
+        >>> config = parse_config(Path("examples/glue-local.toml").read_text(),
+        ...                       base=Path("examples"))
         >>> [task.name for task in config.tasks]
+        ['mrpc', 'sst2']
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    if base is not None:
+        raw = resolve_paths(raw, base)
     problems = Problems()
     unknown_keys(raw, "(top level)", set(SECTIONS), problems)
     name, seeds, device = read_study(raw, problems)
@@ -113,8 +124,60 @@ def parse_config(text: str, source: str = "config") -> StudyConfig:
     return StudyConfig(name, tuple(seeds), device, models, tasks, *sections, text)
 
 
+def run_dir(config: StudyConfig, out: str | None) -> Path:
+    """The run directory: `--out`, or runs/<study name> under the current directory."""
+    return Path(out) if out is not None else Path("runs") / config.name
+
+
 def load_config(path: str | Path) -> StudyConfig:
+    """The study config in the file `path`; its relative paths are read from the file's
+    folder, so the config runs the same from any directory."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study config not found: {path}")
-    return parse_config(path.read_text(encoding="utf-8"), str(path))
+    return parse_config(path.read_text(encoding="utf-8"), str(path),
+                        base=path.resolve().parent)
+
+
+# Task specs that carry a path after their prefix (GLUE names carry none).
+PATH_TASKS = ("file:", "dir:", "mlm:")
+
+
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """`raw` (the parsed TOML) with its relative paths made absolute against `base`: the
+    tasks' data_dir and file:/dir: paths, [pretrain].text, and a model's path or mlm_path
+    where it names something under `base` or starts with ./ or ../ (anything else is a hub
+    name, such as sentence-transformers/all-MiniLM-L6-v2). Values of the wrong type are left
+    for the checks to report."""
+    def under_base(value: str) -> str:
+        return os.path.normpath(base / Path(value).expanduser())
+
+    def data(value):
+        if not isinstance(value, str) or not value:
+            return value
+        prefix = next((p for p in PATH_TASKS if value.startswith(p)), "")
+        return prefix + under_base(value.removeprefix(prefix))
+
+    def task(value):
+        return data(value) if isinstance(value, str) and value.startswith(PATH_TASKS) else value
+
+    def model(value):
+        if not isinstance(value, str) or not value:
+            return value
+        local = value.startswith(("./", "../", "~", "/")) or Path(under_base(value)).exists()
+        return under_base(value) if local else value
+
+    def entries(found, readers: dict):
+        if not isinstance(found, list):
+            return found
+        return [{key: readers.get(key, lambda v: v)(v) for key, v in entry.items()}
+                if isinstance(entry, dict) else entry for entry in found]
+
+    resolved = dict(raw)
+    if "models" in raw:
+        resolved["models"] = entries(raw["models"], {"path": model, "mlm_path": model})
+    if "tasks" in raw:
+        resolved["tasks"] = entries(raw["tasks"], {"data_dir": data, "task": task})
+    if isinstance(raw.get("pretrain"), dict) and "text" in raw["pretrain"]:
+        resolved["pretrain"] = {**raw["pretrain"], "text": data(raw["pretrain"]["text"])}
+    return resolved

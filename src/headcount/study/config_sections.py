@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from headcount.choices import ESTIMATORS, NORMALIZATIONS, ORDERS, SCHEDULES, SCOPES, UNITS
+from headcount.choices import (
+    ESTIMATORS,
+    NORMALIZATIONS,
+    ORDERS,
+    PROBLEMS,
+    SCHEDULES,
+    SCOPES,
+    UNITS,
+)
 from headcount.study.config_checks import (
     FRACTION,
     NAME,
@@ -49,6 +57,11 @@ class TaskSpec:
     label_column: str | None = None
     train_split: str = "train"
     eval_split: str = "dev"
+    # file:/dir: tasks fine-tuned from a checkpoint without a trained head: the classes in
+    # this order, and classification or regression instead of detecting it from the labels
+    # (as `--labels` and `--problem`).
+    labels: tuple[str, ...] | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,7 +235,10 @@ def _model(entry: dict, where: str, problems: Problems) -> ModelSpec:
 
 def _task(entry: dict, where: str, problems: Problems) -> TaskSpec:
     values = {f.name: value(entry, f.name, where, Rule(str), f.default, problems)
-              for f in fields(TaskSpec)}
+              for f in fields(TaskSpec) if f.name not in ("labels", "problem")}
+    values["problem"] = value(entry, "problem", where, Rule(
+        str, check=lambda v: v in PROBLEMS, allowed=", ".join(PROBLEMS)), None, problems)
+    values["labels"] = _labels(entry, where, problems)
     if not values["name"] or not NAME.match(str(values["name"])):
         problems.add(f"{where}.name", f"{values['name']!r}: a short name of letters, "
                      "digits, -_. is required")
@@ -232,7 +248,28 @@ def _task(entry: dict, where: str, problems: Problems) -> TaskSpec:
     elif str(values["task"]).startswith("mlm:"):
         problems.add(f"{where}.task", "the masked-LM task is [pretrain].text, not a "
                      "downstream task")
+    if (values["labels"] or values["problem"]) and not str(values["task"]).startswith(
+            ("file:", "dir:")):
+        problems.add(f"{where}.labels" if values["labels"] else f"{where}.problem",
+                     f"only for file: and dir: tasks, not {values['task']!r} (GLUE tasks "
+                     "have their own classes)")
+    if values["labels"] and values["problem"] == "regression":
+        problems.add(f"{where}.labels", "class names do not go with problem = \"regression\"")
     return TaskSpec(**values)
+
+
+def _labels(entry: dict, where: str, problems: Problems) -> tuple[str, ...] | None:
+    """A task's `labels`: two or more distinct class names (strings)."""
+    if "labels" not in entry:
+        return None
+    labels = entry["labels"]
+    if (not isinstance(labels, list) or len(labels) < 2
+            or not all(isinstance(name, str) and name.strip() for name in labels)
+            or len(set(labels)) != len(labels)):
+        problems.add(f"{where}.labels", f"{labels!r}; allowed: a list of two or more "
+                     "distinct class names, e.g. [\"neg\", \"neutral\", \"pos\"]")
+        return None
+    return tuple(name.strip() for name in labels)
 
 
 # --------------------------------------------------------------------------- the reference study
@@ -253,9 +290,10 @@ def read_pretrain(raw: dict, problems: Problems) -> PretrainSpec:
     })
     if not pretrain.text:
         problems.add("pretrain.text", "required: a text file or directory for the masked-LM "
-                     "task (e.g. ../shared/data/wikitext-2/wiki.valid.tokens)")
+                     "task (e.g. wiki.valid.tokens, read from the config file's folder)")
     elif not Path(pretrain.text.removeprefix("mlm:")).exists():
-        problems.add("pretrain.text", f"{pretrain.text!r} does not exist")
+        problems.add("pretrain.text", f"{pretrain.text!r} does not exist (a relative path "
+                     "in a config file is read from the file's folder)")
     return pretrain
 
 

@@ -170,7 +170,8 @@ def task_options(task: TaskSpec, **overrides) -> DataOptions:
 
     base = DataOptions(task=task.task, data_dir=task.data_dir, text_column=task.text_column,
                        text_pair_column=task.text_pair_column,
-                       label_column=task.label_column)
+                       label_column=task.label_column, labels=task.labels,
+                       problem=task.problem)
     return replace(base, **overrides)
 
 
