@@ -12,7 +12,7 @@ masked full-size model); `physical=False` gates the heads off instead, with the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -234,6 +234,7 @@ def pruning_curve(
     progress: bool = False,
     completed: Sequence[CurvePoint] = (),
     on_point: Callable[[CurvePoint], None] | None = None,
+    evaluations: MutableMapping[frozenset, Evaluation] | None = None,
 ) -> list[CurvePoint]:
     """Prune least-important-first (by `ranking`) and evaluate at each ratio of `settings`.
 
@@ -241,6 +242,9 @@ def pruning_curve(
     the caller's models are never changed. Resuming: `completed` points (of an interrupted
     run of the same curve) are taken as they are, their heads pruned without evaluating
     again; `on_point` is called with each newly evaluated point, e.g. to save it at once.
+    `evaluations` holds the evaluations of the same model on the same examples by the set of
+    heads pruned, shared by several curves: a set evaluated before (the unpruned model,
+    every head pruned, which every order reaches) is taken from it, a new one is added.
 
     Example:
         >>> points = pruning_curve(model, lambda m: evaluate(m, batches, "classification"),
@@ -270,7 +274,10 @@ def pruning_curve(
             if settings.schedule == "iterative" and len(curve.pruned) > absent:
                 order = curve.importance()
             curve.prune_to(count, order)
-        points.append(curve.point(ratio, curve.evaluate(evaluate_model)))
+        pruned, shared = frozenset(curve.pruned), {} if evaluations is None else evaluations
+        if pruned not in shared:
+            shared[pruned] = curve.evaluate(evaluate_model)
+        points.append(curve.point(ratio, shared[pruned]))
         if on_point is not None:
             on_point(points[-1])
     return points

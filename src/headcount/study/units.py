@@ -326,6 +326,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
         step_ratios,
     )
     from headcount.records import curve_rows
+    from headcount.study.shared import shared_evaluations
 
     run = ctx.run
     spec = run.config.pruning
@@ -348,6 +349,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
         Ranking(scores=torch.tensor(scores["raw_scores"]), normalize_method=normalize),
         CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer),
         completed=completed, on_point=save,
+        evaluations=shared_evaluations(checkpoint, curve_options(ctx), run.config.device),
     )
     run.counts["done"] += 1
     return curve_rows([point_from_record(p) for p in json.loads(output.read_text())["points"]],
