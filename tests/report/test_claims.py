@@ -9,7 +9,7 @@ import re
 import pytest
 
 from headcount.report.assemble import write_report
-from headcount.report.claims import CLAIMS, claim_rows
+from headcount.report.claims import CLAIMS, claim_rows, claims_section
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -303,3 +303,46 @@ def test_the_claims_table_opens_the_report(tmp_path):
     assert '<td class="agrees">agrees' in html and '<td class="unsure">inconclusive here' in html
     notes = markdown.split("## Method notes")[1]
     assert "Masked LM: a masked-LM result" in notes and "Freezing: a fine-tuning run" in notes
+
+
+VERDICT_COLOURS = {(0xda, 0xfb, 0xe1), (0xff, 0xeb, 0xe9), (0xff, 0xf8, 0xc5)}
+
+
+def test_the_first_screen_shows_the_whole_claims_table(tmp_path):
+    """Headless Chromium at 1280x800: down the verdict column, one coloured cell per claim."""
+    import importlib.util
+    from pathlib import Path
+
+    from test_report import synthetic_tables
+    from test_report_companion import make_tables
+
+    from headcount.report.render import render_html
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_report.py"
+    spec = importlib.util.spec_from_file_location("check_report", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if module.find_chromium(None) is None:
+        pytest.skip("no Chromium (apt-get install -y chromium)")
+    image_module = pytest.importorskip("PIL.Image")
+    tables = synthetic_tables()
+    tables.update({k: v for k, v in make_tables().items() if k != "curves"})
+    findings = [("topic", "a finding")] * 20
+    html = tmp_path / "report.html"  # what opens the report: no figures needed for it
+    html.write_text(render_html("headcount study: synthetic", findings, [], [],
+                                "finished 2026-05-01T11:02:03.123456+00:00 · cpu · "
+                                "reproducing Chiang & Chen, “Why Can You Lay Off Heads? "
+                                "Investigating How BERT Heads Transfer”",
+                                claims_section(tables)))
+    shot = tmp_path / "first.png"
+    assert module.main([str(html), "--out", str(shot), "--first-screen"]) == 0
+    with image_module.open(shot) as image:
+        rgb = image.convert("RGB")
+    assert rgb.height <= 800
+    column = rgb.width - 60  # inside the verdict column, right of its text
+    cells, inside = 0, False
+    for y in range(rgb.height):
+        coloured = rgb.getpixel((column, y)) in VERDICT_COLOURS
+        cells += coloured and not inside
+        inside = coloured
+    assert cells == len(CLAIMS)

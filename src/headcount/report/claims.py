@@ -50,6 +50,7 @@ from headcount.report.format import (
 )
 from headcount.report.render import Section, Table
 from headcount.report.verdicts import (
+    INCONCLUSIVE,
     RULES,
     Claim,
     Verdict,
@@ -67,7 +68,7 @@ from headcount.report.verdicts import (
 
 RECALL_SLACK = 0.05  # "around 75%": recall reaches 90% by x = 80%
 C_AND_C = "Chiang & Chen"
-PAPER_SETTING = "RoBERTa-large; CoLA, SST-2, QQP, MNLI; 5 seeds"
+PAPER_SETTING = "RoBERTa-large; CoLA/SST-2/QQP/MNLI"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class ClaimRow:
     verdict: Verdict
 
 
-def _downstream(tables: dict) -> list:
+def _downstream(tables: dict) -> tuple[list[dict], list]:
+    """The downstream curve rows and their groups (mean over seeds)."""
     rows = [r for r in table_rows(tables, "curves") if curve_kind(r) == "downstream"]
     return rows, [g for g in curve_groups(rows) if g.curve == "downstream"]
 
@@ -110,7 +112,7 @@ def _l1_best(tables: dict) -> tuple[str, Verdict]:
         parts.append(f"{where(tables, model, task)}: " + ", ".join(
             f"{as_text(n)} {fmt(mean_of(a))}" for n, a in by_norm.items()))
         if "l1" not in by_norm or len(by_norm) < 2:
-            verdicts.append(Verdict("inconclusive", "l1 and another normalisation not both "
+            verdicts.append(Verdict(INCONCLUSIVE, "l1 and another normalisation not both "
                                     "run"))
             continue
         l1 = mean_of(by_norm["l1"])
@@ -129,13 +131,13 @@ def _more_heads(tables: dict) -> tuple[str, Verdict]:
     if not models:
         return "not measured", combined([])
     if len(models) < 2:
-        return f"one model ({as_text(models[0])})", Verdict("inconclusive",
+        return f"one model ({as_text(models[0])})", Verdict(INCONCLUSIVE,
                                                            "one model in this run")
     reach = {}
     for model in models:
         kept = [g.retained(RETAIN)[0] or 0.0 for g in chosen if g.model == model]
         reach[model] = (run_setting(tables, model).heads or 0, min(kept))
-    parts = [f"{model} ({heads} heads): ≥ {pct(RETAIN)} up to {pct(kept)}"
+    parts = [f"{model} ({heads} heads): {reach_text(kept, RETAIN)}"
              for model, (heads, kept) in reach.items()]
     most = max(reach.values(), key=lambda v: v[0])
     fewest = min(reach.values(), key=lambda v: v[0])
@@ -149,7 +151,8 @@ def _mlm_half(tables: dict) -> tuple[str, Verdict]:
     parts, verdicts = [], []
     for group in _chosen_groups(groups):
         kept = group.retained(MLM_RETAIN)[0]
-        parts.append(f"{group.model}: {reach_text(kept, MLM_RETAIN)}")
+        parts.append(f"{where(tables, group.model, 'masked LM')}: "
+                     f"{reach_text(kept, MLM_RETAIN)}")
         verdicts.append(judged(kept is not None and kept > PAPER_PRUNED,
                                masked_lm_problem(curves, group.model)))
     return _joined(parts, tables, groups, "normalize"), combined(verdicts)
@@ -166,8 +169,8 @@ def _recall(tables: dict) -> tuple[str, Verdict]:
                                            "task").items():
             x = recall_reached(members)
             parts.append(f"{where(tables, model, task)}: " + (
-                "never reaches 90%" if x is None
-                                        else f"≥ {pct(RECALL_TARGET)} from x = {pct(x)}"))
+                "never reaches 90%" if x is None else f"≥ {pct(RECALL_TARGET)} from x = "
+                                                      f"{pct(x)}"))
             verdicts.append(judged(x is not None and x <= MLM_RETAIN + RECALL_SLACK + 1e-9,
                                    masked_lm_problem(table_rows(tables, "curves"), model)))
     return _joined(parts, tables, [], None), combined(verdicts)
@@ -252,39 +255,38 @@ def _joined(parts: list[str], tables: dict, groups: list, detail: str | None) ->
 
 
 REFERENCE_CLAIMS = (
-    Claim(C_AND_C, "Pruned by importance, a model keeps ≥ 90% of its performance with more "
-          "than half of its heads pruned",
+    Claim(C_AND_C, "Pruned by importance, a model keeps ≥ 90% with more than half of its "
+          "heads pruned",
           f"> 90% with > 50% of heads pruned, every task ({PAPER_SETTING})", _pruned_half,
           "the l1 curve (else the first normalisation): the largest ratio up to which the "
           "mean relative performance stays ≥ 90% must exceed 50%, for every task."),
     Claim(C_AND_C, "l1 normalisation of importance prunes better than l2 or none",
-          f"l1 keeps more at the same ratio ({PAPER_SETTING}; ALBERT-base)", _l1_best,
+          f"l1 keeps more at the same ratio ({PAPER_SETTING}; also ALBERT)", _l1_best,
           "l1's curve must be better than every other normalisation's (rule: comparing two "
           "curves), for every task."),
-    Claim(C_AND_C, "The model with more heads (RoBERTa-large, 384) is more prunable than "
-          "ALBERT (12 heads)",
-          "RoBERTa keeps > 90% beyond 50% pruned; ALBERT drops sooner (CoLA, MNLI)",
+    Claim(C_AND_C, "The model with more heads prunes further (RoBERTa-large, 384, vs "
+          "ALBERT, 12)", "RoBERTa > 90% beyond 50% pruned; ALBERT drops sooner (4 tasks)",
           _more_heads, "needs two models: the one with the most heads must keep 90% "
           "further (on its weakest task) than the one with the fewest."),
     Claim(C_AND_C, "Fewer than half of the heads keep 75% of the masked-LM performance",
-          "< 50% of heads keep 75% of recall@1 (RoBERTa-large, masked LM on Wikipedia)",
+          "< 50% of heads keep 75% (RoBERTa-large; masked LM, Wikipedia)",
           _mlm_half, "the masked-LM curve must stay ≥ 75% beyond 50% of heads pruned."),
-    Claim(C_AND_C, "Keeping ~75% of the masked-LM performance is enough for ≥ 90% recall "
-          "of the downstream-important heads",
+    Claim(C_AND_C, "~75% of the masked-LM performance is enough for ≥ 90% recall of the "
+          "downstream-important heads",
           f"recall > 90% at x ≈ 75%, every task ({PAPER_SETTING})", _recall,
           f"the mean recall must reach 90% by x = {pct(MLM_RETAIN + RECALL_SLACK)}, for "
           "every task."),
-    Claim(C_AND_C, "Fine-tuning changes the lower layers least (attention JS divergence and "
-          "hidden-state L2)", f"small in the lower layers, larger above ({PAPER_SETTING})",
+    Claim(C_AND_C, "Fine-tuning changes the lower layers least (attention JS, hidden-state "
+          "L2)", f"small in lower layers, larger above ({PAPER_SETTING})",
           _drift, "the lowest third of the layers must drift less than the highest third, "
           "in JS divergence and in L2 distance."),
-    Claim(C_AND_C, "With its 5 lowest layers frozen, fine-tuning keeps ≥ 0.91 (CoLA) and "
-          "≥ 0.98 (other tasks) of full fine-tuning",
-          "0.91 on CoLA, > 0.98 on SST-2, QQP, MNLI (RoBERTa-large, 5 of 24 layers frozen)",
+    Claim(C_AND_C, "5 frozen lowest layers keep ≥ 0.91 (CoLA) / ≥ 0.98 (other tasks) of "
+          "full fine-tuning", "0.91 CoLA, > 0.98 SST-2/QQP/MNLI (RoBERTa-large, 5 of 24 "
+          "frozen)",
           _freezing, "the mean relative performance with the frozen layers must reach 0.91 "
           "(a CoLA task) or 0.98 (any other)."),
     Claim(C_AND_C, "Head importance hardly correlates with attention drift",
-          f"|r| ≤ 0.10 for pre-train and downstream importance ({PAPER_SETTING})",
+          f"|r| ≤ 0.10, pre-train and downstream importance ({PAPER_SETTING})",
           _correlation, "the mean Pearson r over seeds must be within ±0.10, for each task "
           "and kind of importance."),
 )
@@ -299,7 +301,7 @@ def claim_rows(tables: dict, claims=CLAIMS) -> list[ClaimRow]:
         try:
             run, verdict = claim.judge(tables)
         except Exception as error:  # a bad table must not cost the whole table
-            run, verdict = "–", Verdict("inconclusive", f"{type(error).__name__}: {error}")
+            run, verdict = "–", Verdict(INCONCLUSIVE, f"{type(error).__name__}: {error}")
         rows.append(ClaimRow(claim, run, verdict))
     return rows
 
@@ -315,7 +317,7 @@ def claims_section(tables: dict) -> Section | None:
                   style="claims")
     return Section("claims", "The paper's claims, and this run", [
         "Inconclusive here: this run cannot support a verdict, for the reason given (the "
-        "rules are in the method notes at the end)."], tables=[table])
+        "rules are in the method notes, at the end)."], tables=[table])
 
 
 def method_notes_section(tables: dict) -> Section | None:

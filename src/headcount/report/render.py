@@ -159,7 +159,7 @@ _CSS = """
 :root { color-scheme: light; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
   color: #1f2328; background: #fff; margin: 0; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 64px; }
+main { max-width: 1180px; margin: 0 auto; padding: 16px 32px 64px; }
 h1 { font-size: 1.7em; margin: 0.2em 0 0.4em; }
 h2 { font-size: 1.3em; margin-top: 2.2em; padding-bottom: 0.25em;
   border-bottom: 1px solid #d0d7de; }
@@ -192,14 +192,15 @@ tbody tr:nth-child(even) { background: #fbfcfd; }
 pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 14px;
   overflow-x: auto; font-size: 0.85em; line-height: 1.4; }
 .links { font-size: 0.9em; color: #59636e; }
-table.claims { font-size: 0.78em; line-height: 1.3; width: 100%; }
-table.claims td { white-space: normal; padding: 2px 6px; }
-table.claims td:nth-child(1) { width: 26%; } table.claims td:nth-child(2) { width: 24%; }
-table.claims td:nth-child(3) { width: 32%; }
+table.claims { font-size: 0.75em; line-height: 1.25; width: 100%; }
+table.claims td, table.claims th { white-space: normal; padding: 1px 5px; }
+table.claims td:nth-child(1) { width: 27%; } table.claims td:nth-child(2) { width: 22%; }
+table.claims td:nth-child(3) { width: 35%; }
 td.agrees { background: #dafbe1; } td.disagrees { background: #ffebe9; }
 td.unsure { background: #fff8c5; }
-#claims h2 { margin-top: 0.6em; } #claims p { margin: 0.2em 0 0.5em; font-size: 0.9em; }
-.meta { color: #59636e; font-size: 0.92em; }
+#claims h2 { margin: 0.4em 0 0.3em; } #claims p { margin: 0.1em 0 0.4em; font-size: 0.9em;
+  max-width: none; }
+.meta { color: #59636e; font-size: 0.92em; max-width: none; margin: 0 0 0.3em; }
 """
 
 

@@ -6,8 +6,9 @@ the masked LM's companion units; last, the report. Each stage has a rough cost i
 passes" (one forward pass of one example at 128 tokens; a backward pass counts twice), from
 the sizes in the configuration. When a stage begins, the time left is the remaining cost at
 the rate measured so far (seconds per cost unit over the stages that did work; before the
-first one, the rate measured for the demo on 2 CPU cores). Stages that a resumed run skips
-do not count towards the rate.
+first one, a rate estimated for the demo on 2 quiet CPU cores). Stages that a resumed run
+skips do not count towards the rate. The costs are rough (the dev split's size, for one, is
+not known before it is loaded): the estimate is a guide that stages finishing refine.
 
 Example:
     >>> stages = Stages(plan=stage_plan(config), log=print)
@@ -21,10 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Seconds per cost unit of the demo on 2 CPU cores (MiniLM; measured), the first estimate.
-PRIOR_SECONDS_PER_UNIT = 0.012
-REPORT_COST = 2500.0  # the report's figures and pages, in the same units (measured)
+# Seconds per cost unit of the demo on 2 quiet CPU cores (estimated), the first estimate.
+PRIOR_SECONDS_PER_UNIT = 0.022
+REPORT_COST = 1500.0  # the report's figures and pages, in the same units
 WORKED = 1.0  # a stage that took less (seconds) was skipped (a resumed run)
+MLM_ABLATION = 1.8  # masked-LM ablation against a task's, per example (measured)
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,22 @@ def _costs(config, heads: int) -> dict[str, float]:
     task_scale, mlm_scale = config.finetune.max_length / 128, pre.max_length / 128
     points = round(1 / prune.step) + 1
     curve = (prune.max_examples or 512) * points * task_scale
+    # Every further curve of the same model and examples shares its unpruned and fully
+    # pruned points (`headcount.study.shared`).
+    shared = curve * max(points - 2, 1) / points
     evaluation = 2 * (prune.max_examples or 512) * task_scale  # the dev split: unknown here
     finetune = _finetune(config, evaluation, task_scale)
     importance = 3 * (imp.max_examples or 512) * task_scale
     normalizations = len(imp.normalizations)
     analyses, orders, estimators = config.analyses, config.orders, config.estimators
-    reference = (finetune + importance + normalizations * curve
+    reference = (finetune + importance + curve + (normalizations - 1) * shared
                  + (3 * (analyses.drift_max_examples or 256) * task_scale
                     if analyses.drift else 0)
                  + 0.6 * finetune * len(analyses.freezing)
                  + (finetune + 2 * evaluation + 2 * importance
                     if analyses.pruned_finetune else 0))
     random_draws = orders.draws if "random" in orders.names else 0
-    order_curves = (len(orders.names) - ("random" in orders.names) + random_draws) * curve
+    order_curves = (len(orders.names) - ("random" in orders.names) + random_draws) * shared
     order_finetunes = len([o for o in orders.finetune if o != "importance"]) * len(
         orders.finetune_ratios) * (finetune + 2 * evaluation + 2 * importance)
     estimated = estimators.max_examples or 256
@@ -70,19 +75,21 @@ def _costs(config, heads: int) -> dict[str, float]:
     sparsity = config.sparsity
     companion = (order_curves + order_finetunes
                  + (estimator_cost * task_scale if estimators.names else 0)
-                 + (len(estimators.names) * curve if estimators.names and estimators.curves
+                 + (len(estimators.names) * shared if estimators.names and estimators.curves
                     else 0)
                  + (len(sparsity.levels) * curve / points if sparsity.levels else 0)
                  + len([lv for lv in sparsity.levels_to_finetune if lv]) * finetune)
     mlm_curve = (pre.curve_max_examples or 256) * points * mlm_scale
     return {
         "fit": (2 * pre.fit_steps * 8 + 3 * 128) * mlm_scale,
-        "mlm": 3 * (pre.importance_max_examples or 512) * mlm_scale + normalizations * mlm_curve,
+        "mlm": (3 * (pre.importance_max_examples or 512) * mlm_scale
+                + mlm_curve * (1 + (normalizations - 1) * max(points - 2, 1) / points)),
         "task": reference,
         "companion": companion,
-        "mlm companion": ((estimator_cost if estimators.names else 0) * mlm_scale
-                          + (len(sparsity.levels) * mlm_curve / points
-                             if sparsity.levels else 0)),
+        # Each of ablation's passes also scores the vocabulary at the masked positions.
+        "mlm companion": ((MLM_ABLATION * estimator_cost if estimators.names else 0)
+                          * mlm_scale + (len(sparsity.levels) * mlm_curve / points
+                                         if sparsity.levels else 0)),
     }
 
 

@@ -45,8 +45,8 @@ from headcount.report.verdicts import (
 
 BUDHRAJA = "Budhraja et al."
 GORDON = "Gordon et al."
-BUDHRAJA_SETTING = "Transformer and BERT, several NLP tasks"
-GORDON_SETTING = "BERT pruned during pre-training, then fine-tuned on GLUE"
+BUDHRAJA_SETTING = "BERT, several tasks"
+GORDON_SETTING = "BERT pruned in pre-training, fine-tuned on GLUE"
 
 
 def _order_rows(tables: dict, model, task, order: str) -> list[dict]:
@@ -193,30 +193,30 @@ def _with_setting(parts: list[str], tables: dict, models) -> str:
 
 COMPANION_CLAIMS = (
     Claim(BUDHRAJA, "A large fraction of the heads can be pruned at random with limited "
-          "effect", f"limited effect on accuracy ({BUDHRAJA_SETTING})", _random,
+          "effect", f"limited effect on accuracy (Transformer and {BUDHRAJA_SETTING})", _random,
           f"random order (mean over seeds and draws) must stay ≥ {pct(RETAIN)} up to at "
           f"least {pct(PAPER_PRUNED)} of heads pruned."),
     Claim(BUDHRAJA, "Pruning the top or the bottom layers first makes no difference",
-          f"no preference for top or bottom layers (BERT; {BUDHRAJA_SETTING})",
+          f"no preference for top or bottom ({BUDHRAJA_SETTING})",
           lambda tables: _contrast(tables, "top", "bottom", same=True),
           "agrees when the two curves cannot be told apart (rule: comparing two curves), "
           "disagrees when they can."),
     Claim(BUDHRAJA, "Avoiding the middle layers beats pruning them first",
-          f"avoid-middle better than middle (BERT; {BUDHRAJA_SETTING})",
+          f"avoid-middle better than middle ({BUDHRAJA_SETTING})",
           lambda tables: _contrast(tables, "avoid-middle", "middle"),
           "avoid-middle's curve must be better than middle's (rule: comparing two curves)."),
     Claim(BUDHRAJA, "Pruning non-adjacent layers beats pruning consecutive ones",
-          f"non-adjacent better than consecutive (BERT; {BUDHRAJA_SETTING})",
+          f"non-adjacent better than consecutive ({BUDHRAJA_SETTING})",
           lambda tables: _contrast(tables, "non-adjacent", "consecutive"),
           "non-adjacent's curve must be better than consecutive's (rule: comparing two "
           "curves)."),
     Claim(BUDHRAJA, "Fine-tuned after pruning, the remaining heads compensate about equally",
-          f"compensation roughly equally distributed ({BUDHRAJA_SETTING})", _compensation,
+          f"roughly equally distributed ({BUDHRAJA_SETTING})", _compensation,
           f"the top 10% of the remaining heads may carry at most {pct(EVEN_TOP10)} of the "
           "gain in share of importance (10% when every head gains alike), mean over the "
           "pruned models."),
     Claim(GORDON, "Pruning 30–40% of the weights costs nothing",
-          f"30–40% sparsity: pre-training loss and transfer unaffected ({GORDON_SETTING})",
+          f"30–40%: pre-training loss and transfer unaffected ({GORDON_SETTING})",
           _harmless, f"every setting measured at 30% or 40% sparsity must keep ≥ "
           f"{pct(HARMLESS)} of the unpruned performance."),
     Claim(GORDON, "Pruning after fine-tuning is no better than pruning before it",
