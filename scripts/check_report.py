@@ -2,6 +2,10 @@
 """Render a study's report.html in headless Chromium and save a full-page screenshot.
 
     python scripts/check_report.py RUN_DIR/report.html --out shot.png [--width 1280]
+    python scripts/check_report.py RUN_DIR/report.html --out first.png --first-screen
+
+`--first-screen` saves only what a reader sees on opening the page in a 1280x800 window
+(the report opens with the table of the paper's claims, which should fill it).
 
 To check the report as a reader sees it: opened from disk (file://, no server), figures
 loaded by their relative paths. Chromium's --screenshot captures the window only, so the
@@ -21,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FIRST_SCREEN_HEIGHT = 800
 
 
 def find_chromium(explicit: str | None) -> str | None:
@@ -63,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest window height in px (default 64000)")
     parser.add_argument("--chromium", help="Chromium binary (default: chromium on PATH)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds (default 180)")
+    parser.add_argument("--first-screen", action="store_true",
+                        help="only the first screen: a window of --width x 800 px")
     args = parser.parse_args(argv)
+    if args.first_screen:
+        args.height = args.max_height = FIRST_SCREEN_HEIGHT
 
     page = args.html.resolve()
     if not page.is_file():
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         height *= 2  # the page is longer than the window: try again, taller
     print(f"{out}: {width}x{cropped} px")
-    if reached_end:
+    if reached_end and not args.first_screen:
         print(f"check_report: the page fills the whole {height} px window and may be cut "
               "off; pass a larger --max-height", file=sys.stderr)
     return 0

@@ -230,6 +230,16 @@ def test_blocks_with_the_tokenizer_headcount_loads(saved_fast_tokenizer):
     _check_blocks(saved_fast_tokenizer, _documents(), 16)
 
 
+def test_blocks_are_tokenised_once_per_tokenizer_text_and_length(python_tokenizer,
+                                                                 saved_fast_tokenizer):
+    documents = _documents(seed=3)
+    blocks = make_blocks(python_tokenizer, documents, 16)
+    assert make_blocks(python_tokenizer, list(documents), 16) is blocks  # the same text
+    assert make_blocks(python_tokenizer, documents, 32) is not blocks
+    assert make_blocks(python_tokenizer, documents[:-1], 16) != blocks
+    _check_blocks(saved_fast_tokenizer, documents, 16)  # another tokenizer: its own blocks
+
+
 def test_blocks_errors(python_tokenizer):
     with pytest.raises(DataError, match="--max-length 2"):
         make_blocks(python_tokenizer, ["the movie"], 2)

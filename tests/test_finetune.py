@@ -13,7 +13,7 @@ from headcount.cli.app import main
 from headcount.errors import ConfigError, UnsupportedModelError
 from headcount.layouts import head_layout
 from headcount.removal import remove_heads
-from headcount.training import TrainingConfig, finetune, freeze_lower_layers
+from headcount.training import TrainingConfig, finetune, freeze_lower_layers, loss_quarters
 
 FAST = TrainingConfig(epochs=2, learning_rate=5e-3, batch_size=8, warmup=0.0, seed=7)
 
@@ -29,6 +29,14 @@ def test_same_seed_same_weights_and_another_seed_differs():
     assert all(torch.equal(first[name], second[name]) for name in first)
     third = trained(config=TrainingConfig(**{**FAST.__dict__, "seed": 8})).state_dict()
     assert any(not torch.equal(first[name], third[name]) for name in first)
+
+
+def test_training_loss_per_quarter_of_the_steps():
+    assert loss_quarters([4.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]) == (3.5, 2.0, 1.0, 1.0)
+    assert loss_quarters([3.0, 1.0]) == (3.0, 1.0) and loss_quarters([]) == ()
+    assert loss_quarters([1.0] * 5) == (1.0, 1.0, 1.0, 1.0)
+    result = finetune(make_model("bert"), toy_data(), FAST)
+    assert len(result.loss_quarters) == 4 and all(v > 0 for v in result.loss_quarters)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
@@ -89,6 +97,7 @@ def test_cli_finetune_saves_checkpoint_and_metrics(tmp_path, glue_dir, capsys):
     record = json.loads((out / "metrics.json").read_text())
     assert record["steps"] == 4 and record["eval_examples"] == 277
     assert 0 <= record["metrics"]["accuracy"] <= 1 and record["frozen_parameters"] > 0
+    assert len(record["train_loss_quarters"]) == 4  # one mean per step here (4 steps)
     # the fine-tuned checkpoint is a MODEL for the other commands
     assert main(["evaluate", str(out), "--task", "rte", "--data-dir", str(glue_dir),
                  "--max-length", "32", "--device", "cpu", "--quiet"]) == 0

@@ -111,6 +111,26 @@ def test_curve_is_monotone_in_heads_remaining_and_nested(physical):
         assert [p.evaluation.score for p in points] == [float(r) for r in remaining]
 
 
+@pytest.mark.parametrize("physical", [True, False])
+def test_curves_share_the_evaluations_of_the_same_heads_pruned(physical):
+    """Every order starts unpruned and ends with every head pruned: with a shared store,
+    those evaluations are made once, and the curves are the same as without it."""
+    model = make_model("bert")
+    generator = torch.Generator().manual_seed(2)
+    first, second = (torch.rand(2, 4, generator=generator) for _ in range(2))
+    ratios = [0, 0.5, 1.0]
+    alone = [run_curve(model, Counting(), scores=s, ratios=ratios, physical=physical)
+             for s in (first, second)]
+    store, counting = {}, Counting()
+    shared = [pruning_curve(model, counting, Ranking(scores=s),
+                            CurveSettings(ratios=ratios, physical=physical), evaluations=store)
+              for s in (first, second)]
+    assert counting.calls == 4  # 0 and 1.0 once; the two 0.5 points differ
+    assert len(store) == 4 and frozenset() in store
+    for a, b in zip(alone, shared, strict=True):
+        assert [(p.pruned, p.evaluation) for p in a] == [(p.pruned, p.evaluation) for p in b]
+
+
 def test_physical_and_masked_curves_give_the_same_numbers():
     model = make_model("bert")
     batch = random_batch(model, 6, 9)

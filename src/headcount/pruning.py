@@ -14,7 +14,7 @@ masked full-size model); `physical=False` gates the units off instead, with the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -305,6 +305,7 @@ def pruning_curve(
     progress: bool = False,
     completed: Sequence[CurvePoint] = (),
     on_point: Callable[[CurvePoint], None] | None = None,
+    evaluations: MutableMapping[frozenset, Evaluation] | None = None,
 ) -> list[CurvePoint]:
     """Prune least-important-first (by `ranking`) and evaluate at each ratio of `settings`.
 
@@ -312,6 +313,9 @@ def pruning_curve(
     the caller's models are never changed. Resuming: `completed` points (of an interrupted
     run of the same curve) are taken as they are, their units pruned without evaluating
     again; `on_point` is called with each newly evaluated point, e.g. to save it at once.
+    `evaluations` holds the evaluations of the same model on the same examples by the set of
+    heads pruned, shared by several curves: a set evaluated before (the unpruned model,
+    every head pruned, which every order reaches) is taken from it, a new one is added.
 
     Example:
         >>> points = pruning_curve(model, lambda m: evaluate(m, batches, "classification"),
@@ -340,7 +344,11 @@ def pruning_curve(
             if settings.schedule == "iterative" and curve.count() > absent:
                 order = curve.importance()
             curve.prune_to(counts, order)
-        points.append(curve.point(ratio, curve.evaluate(evaluate_model)))
+        pruned = frozenset((kind, unit) for kind, units in curve.pruned.items() for unit in units)
+        shared = {} if evaluations is None else evaluations
+        if pruned not in shared:
+            shared[pruned] = curve.evaluate(evaluate_model)
+        points.append(curve.point(ratio, shared[pruned]))
         if on_point is not None:
             on_point(points[-1])
     return points

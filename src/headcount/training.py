@@ -67,6 +67,9 @@ class TrainingResult:
     seconds: float
     trainable_parameters: int
     frozen_parameters: int
+    # Mean training loss over each quarter of the steps (fewer than 4 steps: one per step):
+    # whether the loss still fell at the end tells a converged run from an underfit one.
+    loss_quarters: tuple[float, ...] = ()
 
     @property
     def examples_per_second(self) -> float:
@@ -127,11 +130,11 @@ def _total_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
 
 
 def _train_steps(model, loader, optimizer, scheduler, accelerator, kind: str, total_steps: int,
-                 progress: bool) -> tuple[int, int, list[float]]:
+                 progress: bool) -> tuple[int, int, list[float], list[float]]:
     """Run `total_steps` optimizer steps over epochs of `loader`; (steps, examples seen,
-    losses of the last epoch)."""
+    losses of the last epoch, losses of every step)."""
     model.train()
-    step, seen, epoch_losses = 0, 0, []
+    step, seen, epoch_losses, losses = 0, 0, [], []
     bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process),
                desc="fine-tune", unit="step")
     while step < total_steps:
@@ -145,12 +148,28 @@ def _train_steps(model, loader, optimizer, scheduler, accelerator, kind: str, to
             step += 1
             seen += batch["input_ids"].shape[0] * accelerator.num_processes
             epoch_losses.append(float(loss.detach()))
+            losses.append(epoch_losses[-1])
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
             if step >= total_steps:
                 break
     bar.close()
-    return step, seen, epoch_losses
+    return step, seen, epoch_losses, losses
+
+
+def loss_quarters(losses: list[float]) -> tuple[float, ...]:
+    """The mean of each quarter of `losses` (in step order; one value per step when there
+    are fewer than 4).
+
+    Example:
+        >>> loss_quarters([4.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+        (3.5, 2.0, 1.0, 1.0)
+    """
+    parts = min(4, len(losses))
+    if parts == 0:
+        return ()
+    bounds = [round(i * len(losses) / parts) for i in range(parts + 1)]
+    return tuple(sum(losses[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:], strict=False))
 
 
 def finetune(
@@ -203,7 +222,7 @@ def finetune(
         fixed = masks_fixed(accelerator.unwrap_model(model), weight_masks, optimizer)
     started = time.perf_counter()
     with fixed:
-        step, seen, epoch_losses = _train_steps(model, loader, optimizer, scheduler,
+        step, seen, epoch_losses, losses = _train_steps(model, loader, optimizer, scheduler,
                                                 accelerator, train.kind, total_steps, progress)
     seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(model)
@@ -212,7 +231,7 @@ def finetune(
         steps=step, examples_seen=seen,
         mean_loss_last_epoch=sum(epoch_losses) / max(len(epoch_losses), 1),
         seconds=seconds, trainable_parameters=sum(p.numel() for p in trainable),
-        frozen_parameters=frozen,
+        frozen_parameters=frozen, loss_quarters=loss_quarters(losses),
     )
 
 

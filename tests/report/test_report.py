@@ -260,10 +260,10 @@ def test_headline_findings_numbers():
     assert "downstream importance: Pearson r = -0.06" in correlation
     peak = find(f"{MODEL}: the largest |r|")
     assert "is 0.08, within the paper's |r| ≤ 0.10" in peak
-    freezing = find(f"{MODEL} fine-tuned with 1 frozen layer keeps")
+    freezing = find(f"{MODEL} fine-tuned with 1 frozen layer reaches")
     assert "0.98 on SST-2 (accuracy)" in freezing and "0.91 on CoLA (mcc)" in freezing
     pruned = find(f"{MODEL}, SST-2, 50% of heads pruned")
-    assert "unpruned 1.00, pruned-before 0.62, pruned-after 0.97" in pruned
+    assert "unpruned 1.00, pruned 0.62, pruned and fine-tuned again 0.97" in pruned
 
 
 def test_findings_are_left_out_without_tables():

@@ -17,6 +17,7 @@ import pytest
 from conftest import WIKITEXT_DIR, out_of_memory_above, save_checkpoint
 
 from headcount.cli.app import main
+from headcount.study.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -430,3 +431,10 @@ def test_neuron_curves_and_compression_in_a_study(setup, tmp_path):
             assert float(row["flops_kept"]) <= 0.5 + 1e-9
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Compression to a FLOPs budget" in report and "recall (Eq. 5)" in report
+    # The plan lists the compression unit and finds it, with every other unit, done.
+    from headcount.study.outline import plan_text
+
+    plan = plan_text(load_config(both), tmp_path / "run")
+    assert "compressed to 1 FLOPs budget(s), 4 methods" in plan
+    assert " 0 partly done" in plan and "not started" not in plan
+    assert not [line for line in plan.splitlines() if line.startswith("-  ")]

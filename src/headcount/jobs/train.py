@@ -57,6 +57,7 @@ def train_and_score(loaded: LoadedModel, task: Task, options: DataOptions, confi
         "train_examples": len(train),
         "steps": result.steps,
         "train_loss_last_epoch": result.mean_loss_last_epoch,
+        "train_loss_quarters": list(result.loss_quarters),
         "seconds": result.seconds,
         "examples_per_second": result.examples_per_second,
         "trainable_parameters": result.trainable_parameters,

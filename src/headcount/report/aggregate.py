@@ -77,6 +77,12 @@ class CurveGroup:
     def overall(self) -> float:
         return sum(point.mean for point in self.points) / len(self.points)
 
+    def members(self, rows: Iterable[dict]) -> list[dict]:
+        """The rows of `rows` that make this curve (every seed)."""
+        key = (self.model, self.task, self.rank_task, self.schedule, self.normalize)
+        return [row for row in rows if curve_kind(row) == self.curve
+                and tuple(row.get(name) for name in CURVE_KEYS) == key]
+
 
 def curve_kind(row: dict) -> str:
     curve = row.get("curve")
@@ -188,3 +194,51 @@ def correlation_summary(rows: list[dict]) -> dict[tuple, dict]:
             "intercept": mean_of(row.get("intercept") for row in members),
         }
     return summary
+
+
+# --------------------------------------------------------------------------------------
+# Per seed: what the verdicts compare (`headcount.report.verdicts`)
+
+
+def _row_ratio(row: dict) -> float | None:
+    ratio = as_number(row.get("ratio_pruned"))
+    return as_number(row.get("ratio_requested")) if ratio is None else ratio
+
+
+def seed_curves(rows: Iterable[dict]) -> list[list[tuple[float, float]]]:
+    """The (ratio pruned, relative) points of one curve's main rows, in ratio order, per seed
+    (and per draw of a random order)."""
+    curves = []
+    for members in group_rows(usable_curve_rows(rows), "seed", "draw").values():
+        curves.append(sorted((_row_ratio(row), as_number(row.get("relative")))
+                             for row in members if _row_ratio(row) is not None))
+    return curves
+
+
+def seed_areas(rows: Iterable[dict]) -> list[float]:
+    """The mean relative performance over the ratios measured (the area under the curve),
+    per seed (and draw) of one curve's rows."""
+    return [sum(mean for _, mean in points) / len(points)
+            for points in seed_curves(rows) if points]
+
+
+def seed_reaches(rows: Iterable[dict], threshold: float) -> list[float | None]:
+    """`retained`'s reach (the largest ratio up to which relative >= threshold) per seed
+    (and draw) of one curve's rows."""
+    return [retained(points, threshold)[0] for points in seed_curves(rows)]
+
+
+def drift_contrast(points: list[dict]) -> dict | None:
+    """The lowest and the highest third (at least one layer each) of drift points (one per
+    layer, in layer order, as `drift_layer_means` gives them): their layers and mean JS
+    divergence and L2 distance; None with fewer than two layers with a JS divergence."""
+    measured = [point for point in points if as_number(point.get("js_mean")) is not None]
+    if len(measured) < 2:
+        return None
+    third = max(1, len(measured) // 3)
+    low, high = measured[:third], measured[-third:]
+    return {"low_layers": [p["layer"] for p in low], "high_layers": [p["layer"] for p in high],
+            "js_low": mean_of(p["js_mean"] for p in low),
+            "js_high": mean_of(p["js_mean"] for p in high),
+            "l2_low": mean_of(p.get("l2") for p in low),
+            "l2_high": mean_of(p.get("l2") for p in high)}

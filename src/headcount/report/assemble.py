@@ -8,8 +8,13 @@ analysis; any may be missing or empty) into
   recall of important heads (Figure 3), attention and feature drift per layer (Figure 4),
   head importance against JS divergence (Figure 6), fine-tuning with frozen layers, and
   fine-tuning of pruned models;
+- the opening table, "The paper's claims, and this run" (`claims`): each claim of the
+  reference study and of the companion papers, the paper's number and setting beside this
+  run's, and a verdict (agrees, disagrees, inconclusive here with the reason);
 - headline findings: sentences whose numbers are computed from the tables
-  (`headline_findings`), never typed in;
+  (`headline_findings`), never typed in; a result that the run cannot support is marked
+  inconclusive where it is stated, by the rules of `verdicts` (printed in the report's
+  method notes);
 - RUN_DIR/report.md and RUN_DIR/report.html (self-contained: inline CSS, figures by
   relative path), each with one section per figure, the aggregated numbers behind it and a
   link to the full table under RUN_DIR/tables/, then the configuration, the environment and
@@ -34,7 +39,7 @@ from functools import partial
 from pathlib import Path
 
 from headcount.io import write_atomic
-from headcount.report import appendix, findings, sections
+from headcount.report import appendix, claims, findings, sections
 from headcount.report.aggregate import CurveGroup, CurvePoint, curve_groups
 from headcount.report.canvas import FigureSaver
 from headcount.report.companion import compress, estimators, finetune, orders, sparsity
@@ -85,6 +90,7 @@ def build_sections(run_dir: Path, tables: dict, meta: dict,
     """The report's sections, in order; one that fails is left out and noted."""
     builders: list[tuple[str, Callable[[], Section | None]]] = [
         *((what, partial(build, tables, run_dir, figures)) for what, build in SECTIONS),
+        ("method notes", partial(claims.method_notes_section, tables)),
         ("fine-tuned models", partial(appendix.finetune_section, tables, run_dir)),
         ("configuration", partial(appendix.config_section, meta)),
         ("environment", partial(appendix.environment_section, meta)),
@@ -126,13 +132,14 @@ def write_report(run_dir: str | Path, tables: dict[str, list[dict]],
     problems: list[str] = []
     found = findings.collect_findings(tables, problems, FINDERS)
     figures = FigureSaver(run_dir, problems)
+    lead = claims.claims_section(tables)
     built = build_sections(run_dir, tables, meta, figures)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
     title = f"headcount study: {str(meta.get('name') or run_dir.name)}"
     subtitle = _subtitle(meta.get("environment") or {})
     md_path = write_atomic(run_dir / "report.md",
-                           render_markdown(title, found, built, problems, subtitle))
+                           render_markdown(title, found, built, problems, subtitle, lead))
     html_path = write_atomic(run_dir / "report.html",
-                             render_html(title, found, built, problems, subtitle))
+                             render_html(title, found, built, problems, subtitle, lead))
     return {"html": html_path, "markdown": md_path, "figures": list(figures.saved)}

@@ -17,9 +17,11 @@ from headcount.report.aggregate import (
     CurveGroup,
     correlation_summary,
     curve_groups,
+    drift_contrast,
     recall_points,
     recall_reached,
     recall_seeds,
+    seed_areas,
     stage_order,
 )
 from headcount.report.format import (
@@ -29,6 +31,7 @@ from headcount.report.format import (
     PAPER_MAX_ABS_R,
     RECALL_TARGET,
     RETAIN,
+    STAGE_NAMES,
     as_number,
     as_text,
     fmt,
@@ -44,6 +47,12 @@ from headcount.report.format import (
     seeds_text,
     table_rows,
     unique,
+)
+from headcount.report.verdicts import (
+    comparison_problem,
+    convergence_problem,
+    layer_span,
+    masked_lm_problem,
 )
 
 
@@ -79,12 +88,15 @@ def collect_findings(tables: dict, problems: list[str],
 
 
 def _retained_clause(group: CurveGroup, threshold: float, *, first: bool) -> str:
+    """How far one variant stays >= threshold; a curve below it from its first ratio
+    after 0% did not keep it at all (never 'up to 0%')."""
     kept, below = group.retained(threshold)
     pruned = " of heads pruned" if first else " pruned"
     with_label = _with_normalization(group.label)
-    if kept is None:
-        return f"at no ratio measured {with_label} (below {pct(threshold)} already at " \
-               f"{pct(below)} pruned)"
+    if not kept:  # None, or only the unpruned model
+        first_below = "" if below is None else f" (below {pct(threshold)} already at " \
+                                                f"{pct(below)}{pruned})"
+        return f"at no ratio pruned {with_label}{first_below}"
     if below is None:
         return f"at every ratio measured {with_label} (up to {pct(kept)}{pruned})"
     return f"up to {pct(kept)}{pruned} {with_label}"
@@ -97,14 +109,15 @@ def _with_normalization(label: str) -> str:
     return f"with {label}" + (" normalisation" if label in NORMALIZATION_ORDER else "")
 
 
-def _best_variant(groups: list[CurveGroup], threshold: float) -> str:
-    """'; l1 prunes furthest ...' comparing the groups of one task (empty for one group)."""
+def _best_variant(groups: list[CurveGroup], threshold: float, rows: list[dict]) -> str:
+    """'; l1 prunes furthest ...' comparing the groups of one task (empty for one group),
+    marked inconclusive when the seeds disagree by more than the variants do."""
     if len(groups) < 2:
         return ""
 
     def reach(group: CurveGroup) -> float:
         kept = group.retained(threshold)[0]
-        return -1.0 if kept is None else kept
+        return -1.0 if not kept else kept
 
     best_reach = max(reach(group) for group in groups)
     leaders = [group for group in groups if abs(reach(group) - best_reach) < 1e-9]
@@ -119,7 +132,10 @@ def _best_variant(groups: list[CurveGroup], threshold: float) -> str:
     if any(group.normalize == "l1" for group in groups):
         text += (" (the paper also found l1 best)" if best.normalize == "l1"
                  else " (the paper found l1 best)")
-    return text
+    areas = seed_areas(best.members(rows))
+    problem = next(filter(None, (comparison_problem(areas, seed_areas(g.members(rows)))
+                                 for g in groups if g is not best)), None)
+    return text + (f" — inconclusive here: {problem}" if problem else "")
 
 
 def _downstream_findings(rows: list[dict]) -> list[str]:
@@ -136,7 +152,7 @@ def _downstream_findings(rows: list[dict]) -> list[str]:
             findings.append(
                 f"{model}, {task}: the mean relative {variants[0].metric} over "
                 f"{seeds_text(seeds)} stays ≥ {pct(RETAIN)} " + ", ".join(clauses)
-                + _best_variant(variants, RETAIN) + ".")
+                + _best_variant(variants, RETAIN, rows) + ".")
         if len(tasks) > 1:
             findings.extend(_all_tasks_finding(model, of_model, tasks))
     return findings
@@ -154,7 +170,7 @@ def _all_tasks_finding(model, of_model: list[CurveGroup], tasks: list) -> list[s
     if label is None:
         return []
     reach = {g.task: g.retained(RETAIN)[0] for g in of_model if g.label == label}
-    if not all(value is not None for value in reach.values()):
+    if not all(reach.values()):  # a task below it from its first ratio pruned
         return []
     weakest = min(reach, key=lambda t: reach[t])
     return [f"{model}, all {len(tasks)} tasks ({label}): each keeps ≥ {pct(RETAIN)} of its "
@@ -171,21 +187,27 @@ def _pretrain_findings(rows: list[dict]) -> list[str]:
                 + ("" if group.task in ("mlm", None) else f" ({group.task})")
                 + f", {group.label}: the mean relative {group.metric} over "
                 f"{seeds_text(group.seeds)}")
-        if kept is None:
-            findings.append(f"{head} is below {pct(MLM_RETAIN)} already at {pct(below)} "
-                            f"of heads pruned.")
+        if not kept:
+            text = (f"{head} is below {pct(MLM_RETAIN)} already at {pct(below)} of heads "
+                    "pruned" if below is not None else f"{head} was not measured pruned")
         elif below is None:
-            findings.append(f"{head} stays ≥ {pct(MLM_RETAIN)} at every ratio measured "
-                            f"(up to {pct(kept)} of heads pruned).")
+            text = (f"{head} stays ≥ {pct(MLM_RETAIN)} at every ratio measured (up to "
+                    f"{pct(kept)} of heads pruned)")
         else:
-            findings.append(
-                f"{head} falls below {pct(MLM_RETAIN)} at {pct(below)} of heads pruned "
-                f"(≥ {pct(MLM_RETAIN)} up to {pct(kept)} pruned: {pct(1 - kept)} of the "
-                f"heads keep {pct(MLM_RETAIN)} of the masked-LM performance).")
+            text = (f"{head} falls below {pct(MLM_RETAIN)} at {pct(below)} of heads pruned "
+                    f"(≥ {pct(MLM_RETAIN)} up to {pct(kept)} pruned: {pct(1 - kept)} of the "
+                    f"heads keep {pct(MLM_RETAIN)} of the masked-LM performance)")
+        findings.append(text + _inconclusive(masked_lm_problem(rows, group.model)) + ".")
     return findings
 
 
-def _recall_findings(rows: list[dict]) -> list[str]:
+def _inconclusive(problem: str | None) -> str:
+    """' — inconclusive here: REASON' when a rule of `verdicts` says so."""
+    return f" — inconclusive here: {problem}" if problem else ""
+
+
+def _recall_findings(tables: dict) -> list[str]:
+    rows = table_rows(tables, "recall")
     findings = []
     for model in models_in(rows):
         of_model = rows_of_model(rows, model)
@@ -202,7 +224,7 @@ def _recall_findings(rows: list[dict]) -> list[str]:
                     f"{pct(best[1])})"))
             else:
                 reached.append(x)
-                clauses.append(f"{pct(x)} for {task}")
+                clauses.append(f"{pct(x)} for {task}" + ("" if x > 0 else " (at any share)"))
         if not clauses:
             continue
         threshold = as_number(chosen[0].get("threshold")) if chosen else None
@@ -217,54 +239,51 @@ def _recall_findings(rows: list[dict]) -> list[str]:
         if reached and len(reached) == len(clauses):
             text += (f"; every task reaches it by x = {pct(max(reached))} (the paper's "
                      f"guideline: {pct(MLM_RETAIN)})")
-        findings.append(text + ".")
+        problem = masked_lm_problem(table_rows(tables, "curves"), model)
+        findings.append(text + _inconclusive(problem) + ".")
     return findings
-
-
-def _layer_span(layers: list) -> str:
-    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}–{layers[-1]}"
 
 
 def _drift_findings(rows: list[dict]) -> list[str]:
     findings = []
     for model in models_in(rows):
         of_model = rows_of_model(rows, model)
-        means = drift_layer_means(of_model)
         seeds_by_task = {str(task): seed_count(task_rows)
                          for (task,), task_rows in group_rows(of_model, "task").items()}
-        for task, points in means.items():
-            js = [p for p in points if p["js_mean"] is not None]
-            if len(js) < 2:
+        for task, points in drift_layer_means(of_model).items():
+            contrast = drift_contrast(points)
+            if contrast is None:
                 continue
-            third = max(1, len(js) // 3)
-            low, high = js[:third], js[-third:]
-            low_js = mean_of(p["js_mean"] for p in low)
-            high_js = mean_of(p["js_mean"] for p in high)
+            js = [p for p in points if p["js_mean"] is not None]
             least = min(js, key=lambda p: p["js_mean"])
             most = max(js, key=lambda p: p["js_mean"])
-            where = "lowest" if low_js < high_js else "highest"
-            text = (f"{model}, {task}: attention changes least in the {where} layers — "
-                    f"mean JS divergence {fmt_sig(low_js)} over "
-                    f"{_layer_span([p['layer'] for p in low])} vs {fmt_sig(high_js)} over "
-                    f"{_layer_span([p['layer'] for p in high])} (mean over "
+            low, high = contrast["js_low"], contrast["js_high"]
+            where = ("least in the lowest layers" if low < high else
+                     "least in the highest layers" if low > high else
+                     "as much in the lowest as in the highest layers")
+            text = (f"{model}, {task}: attention changes {where} — mean JS divergence "
+                    f"{fmt_sig(low)} over {layer_span(contrast['low_layers'])} vs "
+                    f"{fmt_sig(high)} over {layer_span(contrast['high_layers'])} (mean over "
                     f"{seeds_text(seeds_by_task.get(task, 0))}); least changed: layer "
                     f"{least['layer']} ({fmt_sig(least['js_mean'])}), most changed: layer "
                     f"{most['layer']} ({fmt_sig(most['js_mean'])})")
-            l2_low = mean_of(p["l2"] for p in points[:third] if p["l2"] is not None)
-            l2_high = mean_of(p["l2"] for p in points[-third:] if p["l2"] is not None)
-            if l2_low is not None and l2_high is not None and len(points) >= 2:
-                text += (f"; hidden-state L2 distance {fmt_sig(l2_low)} in the lowest vs "
-                         f"{fmt_sig(l2_high)} in the highest third")
+            if contrast["l2_low"] is not None and contrast["l2_high"] is not None:
+                text += (f"; hidden-state L2 distance {fmt_sig(contrast['l2_low'])} over "
+                         f"{layer_span(contrast['low_layers'])} vs "
+                         f"{fmt_sig(contrast['l2_high'])} over "
+                         f"{layer_span(contrast['high_layers'])}")
             findings.append(text + ".")
     return findings
 
 
-def _correlation_findings(rows: list[dict]) -> list[str]:
+def _correlation_findings(tables: dict) -> list[str]:
+    rows = table_rows(tables, "correlation")
     summary = correlation_summary(rows)
     findings = []
     for model in models_in(rows):
         of_model = rows_of_model(rows, model)
         normalize = pick_normalization(row.get("normalize") for row in of_model)
+        weak = masked_lm_problem(table_rows(tables, "curves"), model)
         largest = []
         for task in unique(row.get("task") for row in of_model):
             parts, seeds = [], 0
@@ -277,12 +296,15 @@ def _correlation_findings(rows: list[dict]) -> list[str]:
                 seeds = max(seeds, entry["seeds"])
                 r = sum(entry["r"]) / len(entry["r"])
                 part = f"{kind} importance: Pearson r = {fmt(r, 2)}"
-                largest.extend(abs(v) for v in entry["r"])
+                readable = not (kind == "pretrain" and weak)
+                if readable:
+                    largest.extend(abs(v) for v in entry["r"])
                 if entry["rho"]:
                     rho = sum(entry["rho"]) / len(entry["rho"])
                     part += f", Spearman ρ = {fmt(rho, 2)}"
-                    largest.extend(abs(v) for v in entry["rho"])
-                parts.append(part)
+                    if readable:
+                        largest.extend(abs(v) for v in entry["rho"])
+                parts.append(part + ("" if readable else _inconclusive(weak)))
             if parts:
                 findings.append(f"{model}, {task}: correlation of head importance ({normalize}) "
                                 f"with JS divergence, mean over {seeds_text(seeds)} — "
@@ -290,27 +312,33 @@ def _correlation_findings(rows: list[dict]) -> list[str]:
         if largest:
             peak = max(largest)
             verdict = "within" if peak <= PAPER_MAX_ABS_R + 1e-12 else "above"
+            over = "all tasks and seeds" + (" (downstream importance only)" if weak else "")
             findings.append(f"{model}: the largest |r| or |ρ| between head importance and JS "
-                            f"divergence over all tasks and seeds is {peak:.2f}, {verdict} the "
-                            f"paper's |r| ≤ {PAPER_MAX_ABS_R:.2f}.")
+                            f"divergence over {over} is {peak:.2f}, {verdict} the paper's "
+                            f"|r| ≤ {PAPER_MAX_ABS_R:.2f}.")
     return findings
 
 
-def _freezing_findings(rows: list[dict]) -> list[str]:
+def _freezing_findings(tables: dict) -> list[str]:
+    rows = table_rows(tables, "freezing")
     findings = []
     for (model, frozen), members in group_rows(rows, "model", "freeze_layers").items():
-        parts = []
+        parts, problems = [], []
         for (task,), task_rows in group_rows(members, "task").items():
             mean, _, count = mean_std_count(row.get("relative") for row in task_rows)
             if mean is not None:
                 parts.append(f"{mean:.2f} on {task} ({as_text(task_rows[0].get('metric'))})")
+                problems.append(convergence_problem(table_rows(tables, "finetune"), model,
+                                                    task, frozen))
         if parts:
+            problem = "; ".join(dict.fromkeys(p for p in problems if p))
             findings.append(
                 f"{model} fine-tuned with {as_text(frozen)} frozen "
-                f"layer{'' if as_number(frozen) == 1 else 's'} keeps, relative to full "
+                f"layer{'' if as_number(frozen) == 1 else 's'} reaches, relative to full "
                 f"fine-tuning, " + ", ".join(parts) + " (mean over "
                 f"{seeds_text(seed_count(members))}; the paper, RoBERTa-large with 5 frozen "
-                f"layers: 0.91 on CoLA, > 0.98 on SST-2, QQP and MNLI).")
+                f"layers: 0.91 on CoLA, > 0.98 on SST-2, QQP and MNLI)"
+                + _inconclusive(problem) + ".")
     return findings
 
 
@@ -321,23 +349,22 @@ def _pruned_finetune_findings(rows: list[dict]) -> list[str]:
         for stage in stage_order(members):
             mean = mean_of(row.get("relative") for row in members if row.get("stage") == stage)
             if mean is not None:
-                parts.append(f"{stage} {mean:.2f}")
+                parts.append(f"{STAGE_NAMES.get(stage, as_text(stage))} {mean:.2f}")
         if parts:
             ratio = as_number(ratio)
             pruned = "" if ratio is None else f", {pct(ratio)} of heads pruned"
             findings.append(f"{model}, {task}{pruned}: relative "
-                            f"{as_text(members[0].get('metric'))} " + ", ".join(parts)
+                            f"{as_text(members[0].get('metric'))}: " + ", ".join(parts)
                             + f" (mean over {seeds_text(seed_count(members))}).")
     return findings
-
 
 
 FINDINGS = (
     Finder("Prunability on downstream tasks (Figure 1)", _downstream_findings, "curves"),
     Finder("Prunability on the masked LM (Figure 2)", _pretrain_findings, "curves"),
-    Finder("Recall of downstream-important heads (Figure 3)", _recall_findings, "recall"),
+    Finder("Recall of downstream-important heads (Figure 3)", _recall_findings),
     Finder("Attention and feature drift (Figure 4)", _drift_findings, "drift_layers"),
-    Finder("Importance vs drift (Figure 6)", _correlation_findings, "correlation"),
-    Finder("Fine-tuning with frozen layers", _freezing_findings, "freezing"),
+    Finder("Importance vs drift (Figure 6)", _correlation_findings),
+    Finder("Fine-tuning with frozen layers", _freezing_findings),
     Finder("Fine-tuning and pruning", _pruned_finetune_findings, "pruned_finetune"),
 )

@@ -19,8 +19,23 @@ RETAIN = 0.9  # downstream: share of the unpruned performance still "kept" (Figu
 MLM_RETAIN = 0.75  # masked LM: the paper's guideline (section 4)
 RECALL_TARGET = 0.9  # recall of downstream-important heads (Figure 3)
 PAPER_MAX_ABS_R = 0.10  # the paper: |r| <= 0.10 between importance and JS divergence
+PAPER_PRUNED = 0.5  # the paper: >= 90% kept with more than half of the heads pruned
+PAPER_FROZEN = {"cola": 0.91}  # the paper, 5 frozen layers: 0.91 on CoLA ...
+PAPER_FROZEN_OTHER = 0.98  # ... and more than 0.98 on SST-2, QQP and MNLI
+# When a result cannot support a finding (`headcount.report.verdicts`):
+MLM_MIN_RECALL = 0.2  # an unpruned masked LM below this recall@1 is too weak to be read
+MLM_MAX_RISE = 0.05  # relative recall@1 above 1 + this as heads go: heads do not carry it
+CONVERGED_DROP = 0.1  # training loss still falling by more than this over the last quarter
+# How this run's numbers are read against the companion papers' claims (`claims`):
+EVEN_TOP10 = 0.2  # "spread evenly": the top 10% of heads carry at most 20% of the gain
+HARMLESS = 0.95  # "harmless" weight pruning: at least 95% of the unpruned performance
+HARMLESS_LEVELS = (0.3, 0.4)  # Gordon et al.'s low levels
 NORMALIZATION_ORDER = ("l1", "l2", "none")
 STAGES = ("unpruned", "pruned-before", "pruned-after")
+# What the stages of pruned fine-tuning are, in words: pruned (before fine-tuning it again),
+# and pruned, then fine-tuned again.
+STAGE_NAMES = {"unpruned": "unpruned", "pruned-before": "pruned",
+               "pruned-after": "pruned and fine-tuned again"}
 STAGE_COLOURS = {"unpruned": "tab:gray", "pruned-before": "tab:orange",
                  "pruned-after": "tab:blue"}
 IMPORTANCE_KINDS = ("pretrain", "downstream")
@@ -130,6 +145,19 @@ def pct(ratio: float) -> str:
     if abs(value - round(value)) < 0.05:
         return f"{round(value)}%"
     return f"{value:.1f}%"
+
+
+def reach_text(kept: float | None, threshold: float, pruned: str = "pruned") -> str:
+    """How far a curve keeps `threshold`, from `retained`'s reach: never 'up to 0%' (a
+    curve below the threshold from its first ratio after 0 did not keep it at all).
+
+    Example:
+        >>> reach_text(0.6, 0.9), reach_text(0.0, 0.9)
+        ('≥ 90% up to 60% pruned', 'below 90% from the first ratio pruned')
+    """
+    if kept is None or kept <= 0:
+        return f"below {pct(threshold)} from the first ratio {pruned}"
+    return f"≥ {pct(threshold)} up to {pct(kept)} {pruned}"
 
 
 def fmt_ratio(ratio: float | None) -> str:

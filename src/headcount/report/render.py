@@ -26,6 +26,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    style: str = ""  # "claims": cells wrap, and verdict cells are coloured by their verdict
 
 
 @dataclass
@@ -108,9 +109,37 @@ def _by_topic(findings: list[tuple[str, str]]) -> dict[str, list[str]]:
     return topics
 
 
+def _md_section(section: Section) -> list[str]:
+    lines = [f"## {_md(section.title)}", ""]
+    for paragraph in section.paragraphs:
+        lines += [_md(paragraph), ""]
+    for block in section.blocks:
+        lines += [f"### {_md(block.title)}", ""]
+        if block.figure:
+            lines += [f"![{_md(block.caption)}]({block.figure}.png)", "",
+                      f"([SVG]({block.figure}.svg))", ""]
+        for table in block.tables:
+            lines += _md_table(table)
+    for table in section.tables:
+        lines += _md_table(table)
+    if section.bullets:
+        lines += [f"- {_md(bullet)}" for bullet in section.bullets] + [""]
+    if section.code is not None:
+        fence = _fence(section.code)
+        lines += [f"{fence}toml", section.code.rstrip("\n"), fence, ""]
+    if section.links:
+        lines += ["Full data: " + ", ".join(f"[{_md(label)}]({href})"
+                                            for label, href in section.links), ""]
+    return lines
+
+
 def render_markdown(title: str, findings: list[tuple[str, str]], sections: list[Section],
-                    problems: list[str], subtitle: str = "") -> str:
+                    problems: list[str], subtitle: str = "", lead: Section | None = None) -> str:
+    """The report as Markdown: `lead` (the claims) first, then the headline findings, the
+    warnings and the sections."""
     lines = [f"# {_md(title)}", ""]
+    if lead is not None:
+        lines += _md_section(lead)
     lines += ["## Headline findings", ""]
     if not findings:
         lines += ["No findings: no tables.", ""]
@@ -119,26 +148,7 @@ def render_markdown(title: str, findings: list[tuple[str, str]], sections: list[
     if problems:
         lines += ["## Report warnings", ""] + [f"- {_md(p)}" for p in problems] + [""]
     for section in sections:
-        lines += [f"## {_md(section.title)}", ""]
-        for paragraph in section.paragraphs:
-            lines += [_md(paragraph), ""]
-        for block in section.blocks:
-            lines += [f"### {_md(block.title)}", ""]
-            if block.figure:
-                lines += [f"![{_md(block.caption)}]({block.figure}.png)", "",
-                          f"([SVG]({block.figure}.svg))", ""]
-            for table in block.tables:
-                lines += _md_table(table)
-        for table in section.tables:
-            lines += _md_table(table)
-        if section.bullets:
-            lines += [f"- {_md(bullet)}" for bullet in section.bullets] + [""]
-        if section.code is not None:
-            fence = _fence(section.code)
-            lines += [f"{fence}toml", section.code.rstrip("\n"), fence, ""]
-        if section.links:
-            lines += ["Full data: " + ", ".join(f"[{_md(label)}]({href})"
-                                                for label, href in section.links), ""]
+        lines += _md_section(section)
     markdown = "\n".join(lines).rstrip("\n") + "\n"
     if subtitle:  # under the title, which is the first line
         markdown = markdown.replace("\n", f"\n\n{_md(subtitle)}\n", 1)
@@ -149,7 +159,7 @@ _CSS = """
 :root { color-scheme: light; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
   color: #1f2328; background: #fff; margin: 0; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 64px; }
+main { max-width: 1180px; margin: 0 auto; padding: 16px 32px 64px; }
 h1 { font-size: 1.7em; margin: 0.2em 0 0.4em; }
 h2 { font-size: 1.3em; margin-top: 2.2em; padding-bottom: 0.25em;
   border-bottom: 1px solid #d0d7de; }
@@ -182,14 +192,34 @@ tbody tr:nth-child(even) { background: #fbfcfd; }
 pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 14px;
   overflow-x: auto; font-size: 0.85em; line-height: 1.4; }
 .links { font-size: 0.9em; color: #59636e; }
-.meta { color: #59636e; font-size: 0.92em; }
+table.claims { font-size: 0.75em; line-height: 1.25; width: 100%; }
+table.claims td, table.claims th { white-space: normal; padding: 1px 5px; }
+table.claims td:nth-child(1) { width: 27%; } table.claims td:nth-child(2) { width: 22%; }
+table.claims td:nth-child(3) { width: 35%; }
+td.agrees { background: #dafbe1; } td.disagrees { background: #ffebe9; }
+td.unsure { background: #fff8c5; }
+#claims h2 { margin: 0.4em 0 0.3em; } #claims p { margin: 0.1em 0 0.4em; font-size: 0.9em;
+  max-width: none; }
+.meta { color: #59636e; font-size: 0.92em; max-width: none; margin: 0 0 0.3em; }
 """
+
+
+VERDICT_CLASSES = {"agrees": "agrees", "disagrees": "disagrees", "inconclusive": "unsure"}
+
+
+def _cell_class(table: Table, cell: str, numeric: bool) -> str:
+    """The class of a cell: numbers align right; in a claims table a verdict is coloured."""
+    if table.style == "claims":
+        word = cell.split(" ", 1)[0].strip(":")
+        return f' class="{VERDICT_CLASSES[word]}"' if word in VERDICT_CLASSES else ""
+    return ' class="num"' if numeric else ""
 
 
 def _html_table(table: Table) -> str:
     esc = html.escape
     numeric = [_numeric_column(table, i) for i in range(len(table.columns))]
-    parts = ['<div class="table-wrap"><table>']
+    style = f' class="{esc(table.style)}"' if table.style else ""
+    parts = [f'<div class="table-wrap"><table{style}>']
     if table.caption:
         parts.append(f"<caption>{esc(table.caption)}</caption>")
     if any(table.columns):
@@ -198,8 +228,8 @@ def _html_table(table: Table) -> str:
     parts.append("<tbody>")
     for row in table.rows:
         parts.append("<tr>" + "".join(
-            f'<td class="num">{esc(cell)}</td>' if i < len(numeric) and numeric[i]
-            else f"<td>{esc(cell)}</td>" for i, cell in enumerate(row)) + "</tr>")
+            f"<td{_cell_class(table, cell, i < len(numeric) and numeric[i])}>{esc(cell)}</td>"
+            for i, cell in enumerate(row)) + "</tr>")
     parts.append("</tbody></table></div>")
     return "".join(parts)
 
@@ -214,8 +244,43 @@ def _table_px(table: Table) -> float:
     return width
 
 
+def _html_section(section: Section) -> list[str]:
+    esc = html.escape
+    out = [f'<section id="{esc(section.key)}"><h2>{esc(section.title)}</h2>']
+    out += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
+    for block in section.blocks:
+        out.append(f"<h3>{esc(block.title)}</h3>")
+        narrow = block.figure and block.tables and max(
+            _table_px(table) for table in block.tables) <= 460
+        out.append(f'<div class="pair{" side" if narrow else ""}">')
+        if block.figure:
+            svg, png = esc(block.figure + ".svg"), esc(block.figure + ".png")
+            out.append(f'<figure><a href="{svg}"><img src="{svg}" alt="{esc(block.caption)}"'
+                       f'></a><figcaption>{esc(block.caption)} '
+                       f'<a href="{png}">PNG</a> · <a href="{svg}">SVG</a></figcaption>'
+                       "</figure>")
+        if block.tables:
+            out.append('<div class="tables">' + "".join(_html_table(t) for t in block.tables)
+                       + "</div>")
+        out.append("</div>")
+    out += [_html_table(table) for table in section.tables]
+    if section.bullets:
+        out.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in section.bullets) + "</ul>")
+    if section.code is not None:
+        out.append(f"<pre><code>{esc(section.code)}</code></pre>")
+    if section.links:
+        out.append('<p class="links">Full data: ' + ", ".join(
+            f'<a href="{esc(href)}">{esc(label)}</a>' for label, href in section.links)
+            + "</p>")
+    out.append("</section>")
+    return out
+
+
 def render_html(title: str, findings: list[tuple[str, str]], sections: list[Section],
-                problems: list[str], subtitle: str = "") -> str:
+                problems: list[str], subtitle: str = "", lead: Section | None = None) -> str:
+    """The report as one HTML page: `lead` (the claims) right under the title, so that it
+    fills the first screen; then the contents, the headline findings, the warnings and the
+    sections."""
     esc = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -223,7 +288,10 @@ def render_html(title: str, findings: list[tuple[str, str]], sections: list[Sect
            f"<h1>{esc(title)}</h1>"]
     if subtitle:
         out.append(f'<p class="meta">{esc(subtitle)}</p>')
-    toc = [("findings", "Headline findings")] + [(s.key, s.title) for s in sections]
+    if lead is not None:
+        out += _html_section(lead)
+    toc = ([] if lead is None else [(lead.key, lead.title)]) + [
+        ("findings", "Headline findings")] + [(s.key, s.title) for s in sections]
     out.append('<nav class="toc">' + "".join(f'<a href="#{esc(key)}">{esc(name)}</a>'
                                              for key, name in toc) + "</nav>")
     out.append('<section id="findings"><h2>Headline findings</h2>')
@@ -238,33 +306,6 @@ def render_html(title: str, findings: list[tuple[str, str]], sections: list[Sect
         out.append('<div class="warnings"><p><strong>Report warnings</strong></p><ul>'
                    + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul></div>")
     for section in sections:
-        out.append(f'<section id="{esc(section.key)}"><h2>{esc(section.title)}</h2>')
-        out += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
-        for block in section.blocks:
-            out.append(f"<h3>{esc(block.title)}</h3>")
-            narrow = block.figure and block.tables and max(
-                _table_px(table) for table in block.tables) <= 460
-            out.append(f'<div class="pair{" side" if narrow else ""}">')
-            if block.figure:
-                svg, png = esc(block.figure + ".svg"), esc(block.figure + ".png")
-                out.append(f'<figure><a href="{svg}"><img src="{svg}" alt="{esc(block.caption)}"'
-                           f'></a><figcaption>{esc(block.caption)} '
-                           f'<a href="{png}">PNG</a> · <a href="{svg}">SVG</a></figcaption>'
-                           "</figure>")
-            if block.tables:
-                out.append('<div class="tables">' + "".join(_html_table(t) for t in block.tables)
-                           + "</div>")
-            out.append("</div>")
-        out += [_html_table(table) for table in section.tables]
-        if section.bullets:
-            out.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in section.bullets)
-                       + "</ul>")
-        if section.code is not None:
-            out.append(f"<pre><code>{esc(section.code)}</code></pre>")
-        if section.links:
-            out.append('<p class="links">Full data: ' + ", ".join(
-                f'<a href="{esc(href)}">{esc(label)}</a>' for label, href in section.links)
-                + "</p>")
-        out.append("</section>")
+        out += _html_section(section)
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from headcount.report.assemble import write_report
 from headcount.study.config import StudyConfig, load_config, parse_config, run_dir
-from headcount.study.demo import demo_config_text
+from headcount.study.demo import FAST, FULL, demo_config_text
+from headcount.study.progress import stages_of
 from headcount.study.runner import open_run, study_tables
 
 
@@ -21,6 +22,9 @@ def run_study(config: StudyConfig, out: str | Path, *, force: bool = False,
     """
     with open_run(config, out, force=force, progress=progress) as run:
         study = study_tables(run)
+        stages = stages_of(study.root)
+        if stages is not None:
+            stages.begin(("report",))
         paths = write_report(study.root, study.tables, study.meta)
     counts = run.counts
     damaged = f" ({counts['recomputed']} damaged, computed again)" if counts["recomputed"] else ""
@@ -35,10 +39,10 @@ def study_command(config_path: str, out: str | None, *, force: bool, progress: b
     return run_study(config, run_dir(config, out), force=force, progress=progress)
 
 
-def run_demo(out: str = "runs/demo", *, seeds=(0, 1), device: str = "auto",
-             train_examples: int = 600, fit_steps: int = 300, force: bool = False,
-             progress: bool = True) -> dict:
-    """Run the offline demo study (MiniLM on BBC News) into `out`, with its report."""
-    text = demo_config_text(seeds=seeds, device=device, train_examples=train_examples,
-                            fit_steps=fit_steps)
+def run_demo(out: str = "runs/demo", *, full: bool = False, device: str = "auto",
+             force: bool = False, progress: bool = True, **overrides) -> dict:
+    """Run the offline demo study (MiniLM on BBC News) into `out`, with its report: the fast
+    demo (about 10 minutes on 2 CPU cores), or with `full` the earlier, larger one (about 30).
+    `overrides`: seeds, train_examples, fit_steps (None keeps the size's own)."""
+    text = demo_config_text(FULL if full else FAST, device=device, **overrides)
     return run_study(parse_config(text, "demo config"), out, force=force, progress=progress)

@@ -41,6 +41,7 @@ from headcount.report.format import (
     PAPER_MAX_ABS_R,
     RECALL_TARGET,
     RETAIN,
+    STAGE_NAMES,
     as_number,
     as_text,
     fmt,
@@ -59,6 +60,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
+from headcount.report.verdicts import caveats, convergence_problem, masked_lm_problem
 
 
 def _per_model(rows: list[dict], figures: FigureSaver, name: str,
@@ -145,6 +147,9 @@ def curves_section(tables: dict, run_dir: Path, figures: FigureSaver,
             "Relative masked-LM performance against the ratio of heads pruned, least "
             "important (for the masked LM) first; one dotted line per seed. The dash-dotted "
             f"line marks {pct(MLM_RETAIN)}, the paper's guideline."])
+    if curve == "pretrain":
+        section.paragraphs += caveats({model: masked_lm_problem(rows, model)
+                                       for model in unique(g.model for g in groups)})
     for model in unique(g.model for g in groups):
         of_model = [g for g in groups if g.model == model]
         stem = figures.save(f"curves-{curve}-{model}",
@@ -214,6 +219,8 @@ def recall_section(tables: dict, run_dir: Path, figures: FigureSaver) -> Section
         "performance that are still kept when the model is pruned, by masked-LM importance, "
         "as far as it keeps a share x of its masked-LM performance. Mean over seeds, "
         "± one standard deviation shaded."])
+    section.paragraphs += caveats({model: masked_lm_problem(table_rows(tables, "curves"),
+                                                            model) for model in models_in(rows)})
     for model in models_in(rows):
         of_model = rows_of_model(rows, model)
         normalize = pick_normalization(row.get("normalize") for row in of_model)
@@ -276,6 +283,10 @@ def correlation_section(tables: dict, run_dir: Path,
         "fine-tuning task) and the JS divergence of its attention between the pre-trained and "
         "the fine-tuned model, with the least-squares line of JS on importance per seed. The "
         f"paper found |r| ≤ {PAPER_MAX_ABS_R:.2f} for all tasks."])
+    section.paragraphs += caveats({
+        f"{model}'s pre-train importance": masked_lm_problem(table_rows(tables, "curves"),
+                                                             model)
+        for model in models_in(rows) if any(r.get("importance") == "pretrain" for r in rows)})
     summary = correlation_summary(rows)
     for model in unique([*models_in(rows), *models_in(drift_heads)]):
         stem = figures.save(f"correlation-{model}", lambda m=model: figure_correlation(
@@ -314,6 +325,11 @@ def freezing_section(tables: dict, run_dir: Path, figures: FigureSaver) -> Secti
         "Fine-tuning with the parameters of K layers frozen, relative to fine-tuning the whole "
         "model (same task and seed); mean ± std over seeds. The paper froze 5 layers of "
         "RoBERTa-large: 0.91 on CoLA, more than 0.98 on SST-2, QQP and MNLI."])
+    finetune = table_rows(tables, "finetune")
+    section.paragraphs += caveats({
+        f"{model} on {task} with {as_text(k)} frozen layers": convergence_problem(
+            finetune, model, task, k)
+        for (model, task, k) in group_rows(rows, "model", "task", "freeze_layers")})
     for model, of_model, stem in _per_model(rows, figures, "freezing", figure_freezing):
         body = []
         for (task, k), members in group_rows(of_model, "task", "freeze_layers").items():
@@ -337,9 +353,10 @@ def pruned_finetune_section(tables: dict, run_dir: Path,
     if not rows:
         return None
     section = Section("pruned-finetune", "Fine-tuning and pruning", [
-        "Relative performance (main metric) of the unpruned model and of the pruned models of "
-        "the study's stages 'pruned-before' and 'pruned-after' (pruning before or after "
-        "fine-tuning), mean ± std over seeds."])
+        "Relative performance (main metric) of the fine-tuned model with a share of its "
+        "heads removed in importance order: pruned, and pruned then fine-tuned again with "
+        "the same recipe (relative to the unpruned fine-tuned model); mean ± std over "
+        "seeds."])
     for model, of_model, stem in _per_model(rows, figures, "pruned-finetune",
                                             figure_pruned_finetune):
         stages = stage_order(of_model)
@@ -352,7 +369,8 @@ def pruned_finetune_section(tables: dict, run_dir: Path,
                 row.append(fmt_stats((r.get("relative") for r in of_stage), len(of_stage)))
             body.append(row)
         section.blocks.append(Block(as_text(model), stem, f"{model}: pruned fine-tuning.", [
-            Table(["task", "heads pruned", "metric", "seeds"] + [as_text(s) for s in stages],
+            Table(["task", "heads pruned", "metric", "seeds"]
+                  + [STAGE_NAMES.get(s, as_text(s)) for s in stages],
                   body, "Relative performance, mean ± std over seeds.")]))
     section.links = table_links(run_dir, "pruned_finetune")
     return section

@@ -153,11 +153,16 @@ def importance_rows(ctx: UnitContext, record: dict) -> list[dict]:
 
 def finetune_rows(ctx: UnitContext, record: dict, kind: str,
                   freeze_layers: int = 0) -> list[dict]:
+    """One row per metric; with the training loss over the last two quarters of the steps
+    (the report judges from them whether the run had converged)."""
+    quarters = record.get("train_loss_quarters") or []
+    last_two = quarters[-2:] if len(quarters) >= 2 else [None, None]
     return [
         {**ctx.key, "kind": kind, "freeze_layers": freeze_layers, "metric": metric,
          "value": value, "main": metric == record["main_metric"], "steps": record.get("steps"),
          "seconds": record.get("seconds"),
-         "examples_per_second": record.get("examples_per_second")}
+         "examples_per_second": record.get("examples_per_second"),
+         "loss_previous_quarter": last_two[0], "loss_last_quarter": last_two[1]}
         for metric, value in record["metrics"].items()
     ]
 

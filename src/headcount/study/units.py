@@ -321,6 +321,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
         step_ratios,
     )
     from headcount.records import curve_rows
+    from headcount.study.shared import shared_evaluations
 
     run = ctx.run
     spec = run.config.pruning
@@ -346,6 +347,7 @@ def curve_unit(ctx: UnitContext, label: str, checkpoint: str, scores: dict, norm
             CurveSettings(ratios=ratios, keep_one_per_layer=spec.keep_one_per_layer,
                           units=units),
             completed=completed, on_point=save,
+            evaluations=shared_evaluations(checkpoint, curve_options(ctx), run.config.device),
         )
     except KeyboardInterrupt:
         run.log(f"curve: {label}: stopped; its {len(records)} finished points are kept")

@@ -32,6 +32,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
+from headcount.report.verdicts import caveats, masked_lm_problem
 
 
 def _agreement_table(rows: list[dict]) -> Table:
@@ -65,6 +66,9 @@ def estimators_section(tables: dict, run_dir: Path, figures: FigureSaver) -> Sec
         "Spearman's ρ over all heads (raw scores). Time: wall seconds of each estimate, "
         "including loading the model."])
     if rows:
+        section.paragraphs += caveats({
+            f"{model} on the masked LM": masked_lm_problem(table_rows(tables, "curves"), model)
+            for (model, task) in group_rows(rows, "model", "task") if task == "mlm"})
         section.tables.append(_agreement_table(rows))
     if has_curves:
         for model in unique(k.model for k in curves if k.family == "estimator"):
@@ -90,10 +94,16 @@ def estimators_findings(tables: dict) -> list[str]:
         if not ranked:
             continue
         what = "the masked LM" if task == "mlm" else task
+        best = by_estimator[ranked[0]]
+        verdict = (f"{ranked[0]} ranks heads most like ablation" if best > 0 else
+                   f"no estimator ranks heads like ablation (the best, {ranked[0]}, has "
+                   f"ρ = {fmt(best, 2)})")
+        problem = masked_lm_problem(table_rows(tables, "curves"), model) \
+            if task == "mlm" else None
         sentences.append(
             f"{model} on {what}: Spearman ρ with exact ablation: "
             + ", ".join(f"{e} {fmt(by_estimator[e], 2)}" for e in ranked)
-            + f"; {ranked[0]} ranks heads most like ablation.")
+            + f"; {verdict}" + (f" — inconclusive here: {problem}" if problem else "") + ".")
     return sentences
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from headcount.plotting import mpl_text
-from headcount.report.aggregate import curve_kind, retained
+from headcount.report.aggregate import curve_kind, retained, seed_areas
 from headcount.report.canvas import (
     FigureSaver,
     finish_panel,
@@ -38,6 +38,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
+from headcount.report.verdicts import comparison_problem
 
 IMPORTANCE = "importance"
 ORDER_STYLE = {  # colour, line style: importance solid black, random grey, layers coloured
@@ -189,13 +190,30 @@ def orders_findings(tables: dict) -> list[str]:
         sentence = (f"{model} on {task}: mean relative performance over all pruning ratios "
                     f"by order: {', '.join(parts)}; importance order ranks "
                     f"{ranked.index(IMPORTANCE) + 1} of {len(ranked)}.")
-        pairs = [("avoid-middle", "middle"), ("non-adjacent", "consecutive")]
-        contrasts = [f"{a} {'>' if areas[a] > areas[b] else '≤'} {b}"
-                     for a, b in pairs if a in areas and b in areas]
+        contrasts = [_contrast(tables, model, task, areas, a, b) for a, b in CONTRASTS
+                     if a in areas and b in areas]
         if contrasts:
             sentence += " Budhraja et al.'s contrasts: " + "; ".join(contrasts) + "."
         sentences.append(sentence)
     return sentences
+
+
+# Budhraja et al. found the first of each pair better on BERT.
+CONTRASTS = (("avoid-middle", "middle"), ("non-adjacent", "consecutive"))
+
+
+def _contrast(tables: dict, model, task, areas: dict, first: str, second: str) -> str:
+    """'avoid-middle > middle (as they found)', marked inconclusive when the seeds (and
+    draws) disagree by more than the two orders do."""
+    better = areas[first] > areas[second]
+    text = (f"{first} {'>' if better else '≤'} {second} "
+            f"({'as they found' if better else 'unlike their BERT'})")
+    rows = [row for row in table_rows(tables, "order_curves")
+            if (row.get("model"), row.get("task")) == (model, task)]
+    problem = comparison_problem(
+        *(seed_areas([row for row in rows if row.get("order") == order])
+          for order in (first, second)))
+    return text + (f", inconclusive here: {problem}" if problem else "")
 
 
 SECTION = ("pruning orders", orders_section)

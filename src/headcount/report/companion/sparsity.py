@@ -15,7 +15,6 @@ from headcount.report.aggregate import retained
 from headcount.report.canvas import FigureSaver, finish_panel, panel_rows_of_three
 from headcount.report.findings import Finder
 from headcount.report.format import (
-    MISSING,
     RETAIN,
     as_number,
     as_text,
@@ -29,6 +28,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
+from headcount.report.verdicts import caveats, masked_lm_problem
 
 
 def _sparsity_summary(rows: list[dict]) -> dict[tuple, dict[float, dict]]:
@@ -109,6 +109,9 @@ def sparsity_section(tables: dict, run_dir: Path, figures: FigureSaver) -> Secti
         "pre-trained model pruned, then fine-tuned with the pruned weights held at zero. "
         "Pruned after fine-tuning: the fine-tuned model pruned, without further training. "
         "Relative to the unpruned model (sparsity 0)."])
+    section.paragraphs += caveats({
+        f"{key[0]} on the masked LM": masked_lm_problem(table_rows(tables, "curves"), key[0])
+        for key in summary if key[1] == "mlm"})
     table = Table(["model", "task", "setting", "metric", "sparsity", "achieved", "value",
                    "relative", "loss"], [], "Mean ± std over seeds.")
     for key, points in summary.items():
@@ -135,10 +138,18 @@ def sparsity_findings(tables: dict) -> list[str]:
                     if p["relative"][0] is not None}
         if len(relative) < 2:
             continue
-        kept = retained(relative.items(), RETAIN)[0]
+        kept, below = retained(relative.items(), RETAIN)
         what = "masked LM" if task == "mlm" else task
-        sentence = (f"{model}, {what} ({setting}): {metric} stays ≥ {pct(RETAIN)} of the "
-                    f"unpruned model up to {MISSING if kept is None else pct(kept)} sparsity")
+        if not kept:  # below from the first level after 0: it did not keep it at all
+            sentence = (f"{model}, {what} ({setting}): {metric} is below {pct(RETAIN)} of "
+                        f"the unpruned model already at {pct(below)} sparsity")
+        elif below is None:
+            sentence = (f"{model}, {what} ({setting}): {metric} stays ≥ {pct(RETAIN)} of the "
+                        f"unpruned model at every level measured (up to {pct(kept)} "
+                        "sparsity)")
+        else:
+            sentence = (f"{model}, {what} ({setting}): {metric} stays ≥ {pct(RETAIN)} of the "
+                        f"unpruned model up to {pct(kept)} sparsity")
         top = max(relative)
         if len(relative) <= 4:  # few levels: name them all
             sentence += "; relative " + ", ".join(f"{fmt(value)} at {pct(level)}"
@@ -149,7 +160,10 @@ def sparsity_findings(tables: dict) -> list[str]:
         base = points[min(points)]["loss"][0]
         if task == "mlm" and loss is not None and base is not None:
             sentence += f" (masked-LM loss {fmt(base)} → {fmt(loss)})"
-        sentences.append(sentence + ".")
+        problem = masked_lm_problem(table_rows(tables, "curves"), model) \
+            if task == "mlm" else None
+        sentences.append(sentence + (f" — inconclusive here: {problem}" if problem else "")
+                         + ".")
     return sentences
 
 
