@@ -12,7 +12,11 @@ length.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+from torch import nn
+from tqdm.auto import tqdm
 
 from headcount.checkpoints import check_empty_target, save_pruned_atomically
 from headcount.choices import FISHER_KINDS, check_choice
@@ -203,7 +207,7 @@ class CompareRequest:
 
 
 def _variants(prepared: PreparedTask, fishers: dict, head_scores, fraction: float,
-              request: CompareRequest) -> dict:
+              request: CompareRequest) -> dict[str, Callable[[], nn.Module]]:
     model = prepared.model
     prices = unit_prices(model, request.seq_length, "flops")
     kind = prepared.data.kind
@@ -213,11 +217,13 @@ def _variants(prepared: PreparedTask, fishers: dict, head_scores, fraction: floa
                               prepared.batches() if tuned else None, rearranged=tuned,
                               first_token_only=kind != "mlm").model
 
+    # Built one at a time by the caller: four copies of a large model at once need not fit.
     return {
-        "heads-only": heads_only_model(model, head_scores, fraction, request.seq_length),
-        "search": compressed(fishers["per-example"], tuned=False),
-        "compress": compressed(fishers["per-example"], tuned=True),
-        "compress-batch": compressed(fishers["batch"], tuned=True),
+        "heads-only": lambda: heads_only_model(model, head_scores, fraction,
+                                               request.seq_length),
+        "search": lambda: compressed(fishers["per-example"], tuned=False),
+        "compress": lambda: compressed(fishers["per-example"], tuned=True),
+        "compress-batch": lambda: compressed(fishers["batch"], tuned=True),
     }
 
 
@@ -246,11 +252,15 @@ def compare_job(model: str, options: DataOptions, eval_options: DataOptions,
     head_scores = unit_importance(network, prepared.batches(), kind)["heads"].raw
     base = _row(network, network, evaluation, request, None)
     rows = [{"budget": 1.0, "method": "unpruned", **base}]
-    for fraction in request.budgets:
-        for method, variant in _variants(prepared, fishers, head_scores, fraction,
-                                         request).items():
-            row = _row(variant, network, evaluation, request, base)
-            rows.append({"budget": fraction, "method": method, **row})
+    with tqdm(total=len(request.budgets) * len(METHODS), disable=not progress,
+              desc="compress and evaluate", unit="model") as bar:
+        for fraction in request.budgets:
+            for method, build in _variants(prepared, fishers, head_scores, fraction,
+                                           request).items():
+                bar.set_postfix_str(f"{method} at {fraction:g} of the FLOPs")
+                row = _row(build(), network, evaluation, request, base)
+                rows.append({"budget": fraction, "method": method, **row})
+                bar.update()
     return rows
 
 
