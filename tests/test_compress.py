@@ -16,7 +16,7 @@ from headcount.cost import encoder_cost, unit_prices
 from headcount.errors import ConfigError
 from headcount.fisher import mask_fisher
 from headcount.gates import gate_heads, gate_neurons
-from headcount.latency import LatencyTable, fit_piecewise, latency_prices
+from headcount.latency import LatencyTable, fit_piecewise, latency_prices, measure_speedup
 from headcount.layouts import head_layout, neuron_layout
 from headcount.mask_search import Budget, Prices, search_masks
 from headcount.rearrange import pruning_penalty, rearrange, rearrange_layer
@@ -255,6 +255,28 @@ def test_a_latency_search_keeps_the_prediction_within_the_budget():
     neurons = [sum(1 for layer, _ in result.kept["neurons"] if layer == i) for i in range(2)]
     assert min(heads) >= 1 and min(neurons) >= 8  # every layer keeps the fitted thresholds
     assert table.predict(heads, neurons) <= 0.7 * table.full_model + 1e-12
+
+
+def test_a_speed_up_is_timed_in_alternating_rounds():
+    """Each round runs the variant, then the full model, on the same batch: a change in the
+    machine's load between rounds hits both."""
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.config = name, make_model("bert").config
+
+        def forward(self, input_ids, attention_mask):
+            calls.append((self.name, tuple(input_ids.shape)))
+            return input_ids
+
+    full, variant = Recorder("full"), Recorder("variant")
+    full.weight = torch.nn.Parameter(torch.zeros(1))  # a device to put the batch on
+    times = measure_speedup(full, variant, batch_size=3, seq_length=5, rounds=4)
+    assert all(t > 0 for t in times)
+    assert [name for name, _ in calls] == ["variant", "full"] * 5  # warm-up, then 4 rounds
+    assert {shape for _, shape in calls} == {(3, 5)}
 
 
 # --------------------------------------------------------------------------- the job

@@ -106,6 +106,27 @@ def measure_model_latency(model: nn.Module, batch_size: int, seq_length: int) ->
         return _timed(lambda: model(**batch))
 
 
+def measure_speedup(full: nn.Module, variant: nn.Module, batch_size: int, seq_length: int,
+                    rounds: int = REPEATS) -> tuple[float, float]:
+    """(median seconds of `variant`, median seconds of `full`) of a forward pass on the same
+    random batch, timed alternately in `rounds` rounds (after a warm-up of each), so that a
+    change in the machine's load hits both alike and their ratio stays a fair speed-up."""
+    batch = random_batch(full, batch_size, seq_length)
+    calls = {"variant": lambda: variant(**batch), "full": lambda: full(**batch)}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for call in calls.values():
+            call()  # warm-up
+        for _ in range(rounds):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - started)
+    return statistics.median(times["variant"]), statistics.median(times["full"])
+
+
 def _layer_call(model: nn.Module, batch: dict) -> tuple[tuple, dict]:
     """The arguments the encoder passes to its first layer for `batch`."""
     layer = distinct_layers(model)[0]

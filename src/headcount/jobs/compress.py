@@ -27,7 +27,12 @@ from headcount.fisher import mask_fisher
 from headcount.importance import unit_importance
 from headcount.io import versions
 from headcount.jobs.prepared import DataOptions, PreparedTask, prepare_for, prepare_task
-from headcount.latency import latency_prices, latency_table, measure_model_latency
+from headcount.latency import (
+    latency_prices,
+    latency_table,
+    measure_model_latency,
+    measure_speedup,
+)
 from headcount.layouts import head_layout, neuron_layout
 from headcount.mask_search import Budget
 
@@ -99,14 +104,21 @@ class _Measured:
 
     evaluation: object
     cost: object
-    latency_s: float
+    latency_s: float | None = None
 
 
 def _measure(model, evaluation: PreparedTask, request: CompressRequest,
              progress: bool) -> _Measured:
     return _Measured(evaluation.evaluate(model, progress=progress),
-                     encoder_cost(model, request.seq_length),
-                     measure_model_latency(model, request.batch_size, request.seq_length))
+                     encoder_cost(model, request.seq_length))
+
+
+def _time_both(original, compressed, request: CompressRequest, before: _Measured,
+               after: _Measured) -> None:
+    """Latency before and after from the same interleaved rounds (`measure_speedup`), so
+    that their ratio does not carry a change in the machine's load between the two."""
+    after.latency_s, before.latency_s = measure_speedup(original, compressed,
+                                                        request.batch_size, request.seq_length)
 
 
 def compress_job(model: str, options: DataOptions, request: CompressRequest, out: str, *,
@@ -133,6 +145,7 @@ def compress_job(model: str, options: DataOptions, request: CompressRequest, out
                               prepare_for(prepared.loaded, eval_task, eval_options),
                               eval_options)
     before = _measure(network, evaluation, request, progress)
+    original = copy.deepcopy(network)  # timed against the compressed model at the end
     steps.done("measure before")
     fisher = mask_fisher(network, prepared.batches(), prepared.data.kind,
                          per_example=request.fisher == "per-example", progress=progress,
@@ -145,6 +158,8 @@ def compress_job(model: str, options: DataOptions, request: CompressRequest, out
                           first_token_only=prepared.data.kind != "mlm", progress=progress,
                           timer=steps)
     after = _measure(network, evaluation, request, progress)
+    _time_both(original, network, request, before, after)
+    del original
     steps.done("measure after")
     record = {
         "model": model, "task": options.task, "budget": str(request.budget),
@@ -269,13 +284,19 @@ def _row(variant, full, evaluation: PreparedTask, request: CompareRequest,
     result = evaluation.evaluate(variant)
     cost, full_cost = encoder_cost(variant, request.seq_length), \
         encoder_cost(full, request.seq_length)
-    latency = measure_model_latency(variant, request.batch_size, request.seq_length) \
-        if request.latency else None
+    # The speed-up is timed against the full model in the same interleaved rounds: a single
+    # timing of the full model taken earlier would carry whatever load the machine had then.
+    latency = full_latency = None
+    if request.latency and base is None:
+        latency = measure_model_latency(variant, request.batch_size, request.seq_length)
+    elif request.latency:
+        latency, full_latency = measure_speedup(full, variant, request.batch_size,
+                                                request.seq_length)
     return {
         "metric": result.main, "value": result.score,
         "relative": result.score / base["value"] if base and base["value"] else 1.0,
         "flops_kept": cost.macs / full_cost.macs,
         "parameters_kept": cost.parameters / full_cost.parameters,
         "heads": cost.heads, "neurons": cost.neurons, "latency_s": latency,
-        "speedup": (base["latency_s"] / latency) if base and latency else 1.0,
+        "speedup": full_latency / latency if full_latency and latency else 1.0,
     }
