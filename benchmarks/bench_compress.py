@@ -17,9 +17,12 @@ too): the Fisher (both kinds) and importance come from the same --examples calib
 examples (the task's training split, --length tokens, batches of --batch-size) and are
 computed once; the search, rearrangement and tuning run per budget. For every model: the
 dev metric relative to the unpruned one, the FLOPs kept, and the measured CPU latency of a
-forward pass at batch --batch-size on random sequences of --length tokens (median of runs;
-the speed-up is against the unpruned model measured in the same run). Finally one real
-`compress_job` at --time-budget with --examples calibration examples is timed end to end.
+forward pass at batch --batch-size (and at batch 1) on random sequences of --length tokens
+(the speed-up is the ratio of medians over rounds that time the compressed and the
+unpruned model alternately, so a change in load hits both). Finally one real
+`compress_job` at --time-budget of the FLOPs and one at the same share of the latency
+(the lookup table measured on this machine) with --examples calibration examples are timed
+end to end, and their measured latency is compared with the budget.
 
 Usage:
     python benchmarks/bench_compress.py --model runs/minilm-sst2 --task sst2
@@ -84,24 +87,33 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"{row['budget']:.1f} {row['method']:14s} relative {row['relative']:.4f} FLOPs "
               f"{row['flops_kept']:.3f} latency {row['latency_s'] * 1000:.0f} ms "
-              f"speed-up {row['speedup']:.2f}x", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        record = compress_job(args.model, options,
-                              CompressRequest(Budget("flops", args.time_budget),
-                                              seq_length=args.length,
-                                              batch_size=args.batch_size,
-                                              max_examples=args.examples,
-                                              eval_split=args.eval_split),
-                              str(Path(tmp) / "out"), device=device)
-        job_s = time.perf_counter() - started
-    print(f"compress_job at flops={args.time_budget}: {job_s:.0f} s end to end; steps "
-          + ", ".join(f"{k} {v:.0f} s" for k, v in record["seconds"].items())
-          + f"; relative {record['metric_after'] / record['metric_before']:.4f}")
+              f"speed-up {row['speedup']:.2f}x (batch 1: {row['speedup_batch1']:.2f}x)",
+              flush=True)
+    jobs = {}
+    for kind in ("flops", "latency"):
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            record = compress_job(args.model, options,
+                                  CompressRequest(Budget(kind, args.time_budget),
+                                                  seq_length=args.length,
+                                                  batch_size=args.batch_size,
+                                                  max_examples=args.examples,
+                                                  eval_split=args.eval_split),
+                                  str(Path(tmp) / "out"), device=device)
+            seconds = time.perf_counter() - started
+        jobs[kind] = {"seconds": seconds, "record": record}
+        measured = record["latency_after_s"] / record["latency_before_s"]
+        predicted = record["latency_predicted_s"]
+        print(f"compress_job at {kind}={args.time_budget}: {seconds:.0f} s end to end; steps "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in record["seconds"].items())
+              + f"; relative {record['metric_after'] / record['metric_before']:.4f}; "
+              f"FLOPs {record['flops_after'] / record['flops_before']:.3f}, measured latency "
+              f"{measured:.3f} of the model's"
+              + (f" (table's prediction {predicted / record['latency_before_s']:.3f})"
+                 if predicted else ""), flush=True)
     header = bench.run_header("compress", args, device, bench.library_versions())
     write_json(args.out, {**header, "rows": rows, "compare_seconds": compare_s,
-                          "job_seconds": job_s, "job_record": record,
-                          "load_average": os.getloadavg()})
+                          "jobs": jobs, "load_average": os.getloadavg()})
     print(f"wrote {args.out}")
     return 0
 

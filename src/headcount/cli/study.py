@@ -33,7 +33,7 @@ def add_demo_command(commands) -> None:
     demo = commands.add_parser(
         "demo", help="offline demo study: MiniLM on BBC News, on CPU, with a report",
         description="A small real study of all-MiniLM-L6-v2 on BBC News, offline: every "
-                    "analysis and figure of the report in about 10 minutes on 2 CPU cores "
+                    "analysis and figure of the report in about 6 minutes on 2 CPU cores "
                     "(--full: the larger demo, about 30 minutes).",
     )
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")

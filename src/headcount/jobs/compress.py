@@ -286,12 +286,14 @@ def _row(variant, full, evaluation: PreparedTask, request: CompareRequest,
         encoder_cost(full, request.seq_length)
     # The speed-up is timed against the full model in the same interleaved rounds: a single
     # timing of the full model taken earlier would carry whatever load the machine had then.
-    latency = full_latency = None
+    latency = full_latency = single = full_single = None
     if request.latency and base is None:
         latency = measure_model_latency(variant, request.batch_size, request.seq_length)
     elif request.latency:
         latency, full_latency = measure_speedup(full, variant, request.batch_size,
                                                 request.seq_length)
+        # One example at a time too: the fixed cost of each call weighs more there.
+        single, full_single = measure_speedup(full, variant, 1, request.seq_length)
     return {
         "metric": result.main, "value": result.score,
         "relative": result.score / base["value"] if base and base["value"] else 1.0,
@@ -299,4 +301,5 @@ def _row(variant, full, evaluation: PreparedTask, request: CompareRequest,
         "parameters_kept": cost.parameters / full_cost.parameters,
         "heads": cost.heads, "neurons": cost.neurons, "latency_s": latency,
         "speedup": full_latency / latency if full_latency and latency else 1.0,
+        "speedup_batch1": full_single / single if full_single and single else 1.0,
     }

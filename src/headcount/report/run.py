@@ -42,7 +42,7 @@ def study_command(config_path: str, out: str | None, *, force: bool, progress: b
 def run_demo(out: str = "runs/demo", *, full: bool = False, device: str = "auto",
              force: bool = False, progress: bool = True, **overrides) -> dict:
     """Run the offline demo study (MiniLM on BBC News) into `out`, with its report: the fast
-    demo (about 10 minutes on 2 CPU cores), or with `full` the earlier, larger one (about 30).
+    demo (about 6 minutes on 2 CPU cores), or with `full` the earlier, larger one (about 30).
     `overrides`: seeds, train_examples, fit_steps (None keeps the size's own)."""
     text = demo_config_text(FULL if full else FAST, device=device, **overrides)
     return run_study(parse_config(text, "demo config"), out, force=force, progress=progress)

@@ -9,7 +9,7 @@ and compensation, estimators against exact ablation, weight-magnitude pruning), 
 report. MiniLM has no masked-LM head, so the study first fits one on the frozen encoder
 (`headcount fit-mlm-head`) and the report says so.
 
-Two sizes (`DemoSize`): `FAST`, the default, every analysis and figure in about 10 minutes on
+Two sizes (`DemoSize`): `FAST`, the default, every analysis and figure in about 6 minutes on
 2 CPU cores; `FULL` (`headcount demo --full`), the earlier demo, about 30 minutes. The fast
 one is smaller where size teaches nothing: the first 48 tokens of an article (its headline
 and first sentence) name its topic, and a higher learning rate fits 400 of them in one
@@ -118,7 +118,7 @@ class DemoSize:
 
 
 FULL = DemoSize("full", "about 30 minutes")
-FAST = DemoSize("fast", "about 10 minutes", train_examples=400, fit_steps=150, lr=3e-4,
+FAST = DemoSize("fast", "about 6 minutes", train_examples=400, fit_steps=150, lr=3e-4,
                 max_length=48, mlm_max_length=64, mlm_importance_examples=64,
                 mlm_curve_examples=64, importance_examples=128, curve_examples=128,
                 step=0.25, drift_examples=64, order_finetune=("importance", "random"),
