@@ -17,6 +17,8 @@ from headcount.report.verdicts import (
     run_setting,
     split_problem,
     straddle_problem,
+    task_problem,
+    untrained_problem,
 )
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -56,6 +58,38 @@ def test_a_masked_lm_that_keeps_its_performance_without_heads_is_inconclusive():
     rows = mlm_rows((0.4, 0.4, 0.38, 0.35, 0.32), (1.0, 1.0, 0.95, 0.88, 0.8))
     assert masked_lm_problem(rows, "m") == ("it keeps 0.80 of its recall@1 with every head "
                                             "pruned")
+
+
+def task_rows(relatives_by_seed, model="m", task="t"):
+    """Downstream importance-curve rows: relative `relatives_by_seed[seed][i]` at RATIOS."""
+    return [{"model": model, "task": task, "curve": "downstream", "normalize": "l1",
+             "rank_task": task, "schedule": "one-shot", "seed": seed, "metric": "accuracy",
+             "main": True, "ratio_requested": ratio, "ratio_pruned": ratio,
+             "value": 0.8 * relative, "relative": relative}
+            for seed, relatives in relatives_by_seed.items()
+            for ratio, relative in zip(RATIOS, relatives, strict=True)]
+
+
+def test_a_model_that_has_learned_its_task_can_be_read():
+    rows = task_rows({0: (1.0, 0.98, 0.9, 0.7, 0.6), 1: (1.0, 0.97, 0.92, 0.75, 0.62)})
+    assert untrained_problem(rows, "m", "t") is None
+    assert task_problem(rows, "m", "t") is None
+    assert untrained_problem(rows, "m", "other task") is None  # nothing measured: no rule
+
+
+def test_a_model_that_scores_the_same_without_any_head_has_not_learned_its_task():
+    # seed 1 answers the same for every input: with every head pruned it keeps its score
+    rows = task_rows({0: (1.0, 0.98, 0.9, 0.7, 0.6), 1: (1.0, 1.0, 1.0, 0.99, 0.96)})
+    problem = untrained_problem(rows, "m", "t")
+    assert problem == ("the fine-tuned model scores hardly better on t than one answer for "
+                       "every input (seed 1 keeps 0.96 of its score with every head pruned)")
+    assert task_problem(rows, "m", "t") == problem
+    # just below the rule's share: read as learned
+    rows = task_rows({0: (1.0, 0.98, 0.9, 0.7, 0.6), 1: (1.0, 1.0, 1.0, 0.99, 0.94)})
+    assert untrained_problem(rows, "m", "t") is None
+    # the masked LM is judged by its own rule
+    weak = mlm_rows((0.1, 0.1, 0.1, 0.1, 0.1), (1.0, 1.0, 1.0, 1.0, 1.0))
+    assert task_problem(weak, "m", "mlm") == masked_lm_problem(weak, "m")
 
 
 def finetune_rows(full=(1.0, 0.95), frozen=(1.0, 0.97), seeds=(0, 1), frozen_layers=5):
@@ -124,7 +158,8 @@ def test_combined_verdicts(verdicts, expected):
 def test_verdict_texts_and_rules():
     assert Verdict(INCONCLUSIVE, "one model").text == "inconclusive here: one model"
     assert Verdict(AGREES).text == "agrees"
-    assert {name for name, _ in RULES} == {"Masked LM", "Freezing", "Comparing two curves",
+    assert {name for name, _ in RULES} == {"Masked LM", "Not learned", "Freezing",
+                                           "Comparing two curves",
                                            "Thresholds"}
     assert "0.20" in dict(RULES)["Masked LM"] and "10%" in dict(RULES)["Freezing"]
 

@@ -63,6 +63,7 @@ from headcount.report.verdicts import (
     run_setting,
     split_problem,
     straddle_problem,
+    task_problem,
     where,
 )
 
@@ -97,7 +98,8 @@ def _pruned_half(tables: dict) -> tuple[str, Verdict]:
         kept = group.retained(RETAIN)[0]
         reaches = seed_reaches(group.members(rows), RETAIN)
         parts.append(f"{where(tables, group.model, group.task)}: {reach_text(kept, RETAIN)}")
-        verdicts.append(judged(kept is not None and kept > PAPER_PRUNED, split_problem(
+        verdicts.append(judged(kept is not None and kept > PAPER_PRUNED, task_problem(
+            rows, group.model, group.task) or split_problem(
             (r or 0) > PAPER_PRUNED for r in reaches)))
     return _joined(parts, tables, groups, "normalize"), combined(verdicts)
 
@@ -119,7 +121,8 @@ def _l1_best(tables: dict) -> tuple[str, Verdict]:
         for other, areas in by_norm.items():
             if other != "l1":
                 verdicts.append(judged(l1 >= mean_of(areas),
-                                       comparison_problem(by_norm["l1"], areas)))
+                                       task_problem(rows, model, task)
+                                       or comparison_problem(by_norm["l1"], areas)))
     text = "mean relative over all ratios, " + "; ".join(parts) if parts else ""
     return _joined([text] if text else [], tables, groups, None), combined(verdicts)
 
@@ -171,8 +174,10 @@ def _recall(tables: dict) -> tuple[str, Verdict]:
             parts.append(f"{where(tables, model, task)}: " + (
                 "never reaches 90%" if x is None else f"≥ {pct(RECALL_TARGET)} from x = "
                                                       f"{pct(x)}"))
+            curves = table_rows(tables, "curves")
             verdicts.append(judged(x is not None and x <= MLM_RETAIN + RECALL_SLACK + 1e-9,
-                                   masked_lm_problem(table_rows(tables, "curves"), model)))
+                                   masked_lm_problem(curves, model)
+                                   or task_problem(curves, model, task)))
     return _joined(parts, tables, [], None), combined(verdicts)
 
 
@@ -196,7 +201,8 @@ def _drift(tables: dict) -> tuple[str, Verdict]:
             if seed is not None:
                 per_seed.append(seed["js_low"] < seed["js_high"])
         parts.append(text)
-        verdicts.append(judged(all(lower), split_problem(per_seed)))
+        verdicts.append(judged(all(lower), task_problem(table_rows(tables, "curves"), model,
+                                                        task) or split_problem(per_seed)))
     return _joined(parts, tables, [], None), combined(verdicts)
 
 
@@ -213,7 +219,8 @@ def _freezing(tables: dict) -> tuple[str, Verdict]:
         layers = run_setting(tables, model).layers
         parts.append(f"{where(tables, model, task)}: {fmt(relative, 2)} with {as_text(frozen)}"
                      + (f" of {layers}" if layers else "") + " layers frozen")
-        problem = (convergence_problem(table_rows(tables, "finetune"), model, task, frozen)
+        problem = (task_problem(table_rows(tables, "curves"), model, task)
+                   or convergence_problem(table_rows(tables, "finetune"), model, task, frozen)
                    or straddle_problem((r.get("relative") for r in members), threshold))
         verdicts.append(judged(relative >= threshold, problem))
     return _joined(parts, tables, [], None), combined(verdicts)
@@ -231,8 +238,9 @@ def _correlation(tables: dict) -> tuple[str, Verdict]:
             if r is None:
                 continue
             parts.append(f"{where(tables, model, task)}, {kind} importance: r = {fmt(r, 2)}")
-            problem = masked_lm_problem(table_rows(tables, "curves"), model) \
-                if kind == "pretrain" else None
+            curves = table_rows(tables, "curves")
+            problem = task_problem(curves, model, task) or (
+                masked_lm_problem(curves, model) if kind == "pretrain" else None)
             problem = problem or straddle_problem(
                 (abs(v) for v in (as_number(row.get("pearson_r")) for row in of_kind)
                  if v is not None), PAPER_MAX_ABS_R + 1e-12)

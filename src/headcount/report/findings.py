@@ -53,6 +53,7 @@ from headcount.report.verdicts import (
     convergence_problem,
     layer_span,
     masked_lm_problem,
+    untrained_problem,
 )
 
 
@@ -149,10 +150,12 @@ def _downstream_findings(rows: list[dict]) -> list[str]:
             seeds = max(g.seeds for g in variants)
             clauses = [_retained_clause(g, RETAIN, first=i == 0)
                        for i, g in enumerate(variants)]
+            unlearned = untrained_problem(rows, model, task)
             findings.append(
                 f"{model}, {task}: the mean relative {variants[0].metric} over "
                 f"{seeds_text(seeds)} stays ≥ {pct(RETAIN)} " + ", ".join(clauses)
-                + _best_variant(variants, RETAIN, rows) + ".")
+                + (_inconclusive(unlearned) if unlearned
+                   else _best_variant(variants, RETAIN, rows)) + ".")
         if len(tasks) > 1:
             findings.extend(_all_tasks_finding(model, of_model, tasks))
     return findings

@@ -6,6 +6,8 @@ sections, the claims table), with the reason in a few words. The rules, in the w
 report's method notes print (`RULES`):
 
 - a masked-LM result, when the masked LM is too weak to be read (`masked_lm_problem`);
+- a downstream result, when the fine-tuned model has not learned its task
+  (`untrained_problem`; `task_problem` picks this rule or the masked-LM one);
 - a freezing result, when a fine-tuning it compares had not converged
   (`convergence_problem`);
 - a comparison of two curves, when their seeds disagree by more than their difference
@@ -45,6 +47,9 @@ from headcount.report.format import (
 )
 
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
+# A fine-tuned model that keeps this share of its score with every head pruned has not
+# learned its task.
+UNTRAINED_KEEPS = 0.95
 
 RULES = (
     ("Masked LM",
@@ -54,6 +59,12 @@ RULES = (
      f"recall@1 rises above {1 + MLM_MAX_RISE:.2f} at some ratio of heads pruned, or when it "
      f"keeps ≥ {pct(MLM_RETAIN)} with every head pruned: then its heads do not carry its "
      f"masked-LM performance, and their order says nothing about it."),
+    ("Not learned",
+     f"a downstream result is inconclusive here when, for some seed, the fine-tuned model "
+     f"keeps ≥ {pct(UNTRAINED_KEEPS)} of its score with every head pruned (its first token, "
+     f"which the classifier reads, is then the same for every input): it scores hardly "
+     f"better than one answer for all inputs, so it has not learned the task and pruning it "
+     f"says nothing."),
     ("Freezing",
      f"a fine-tuning run has converged when the mean training loss over the last quarter of "
      f"its steps is no more than {pct(CONVERGED_DROP)} below that over the quarter before; "
@@ -136,6 +147,30 @@ def masked_lm_problem(curve_rows: list[dict], model) -> str | None:
     if full is not None and full >= MLM_RETAIN:
         return f"it keeps {fmt(full, 2)} of its recall@1 with every head pruned"
     return None
+
+
+def untrained_problem(curve_rows: list[dict], model, task) -> str | None:
+    """Why the fine-tuned `model` on `task` cannot support a finding (None when it can): some
+    seed keeps ≥ UNTRAINED_KEEPS of its score with every head pruned, i.e. scores no better
+    than one answer for every input. Read from the study's downstream importance curves."""
+    rows = [row for row in usable_curve_rows(curve_rows)
+            if curve_kind(row) == "downstream" and (row.get("model"), row.get("task")) ==
+            (model, task) and row.get("family", "importance") in ("importance", "", None)]
+    for seed, members in sorted(group_rows(rows, "seed").items(), key=lambda kv: str(kv[0])):
+        full = mean_of(row.get("relative") for row in members
+                       if (_ratio(row) or 0) >= 1 - 1e-9)
+        if full is not None and full >= UNTRAINED_KEEPS:
+            return (f"the fine-tuned model scores hardly better on {as_text(task)} than one "
+                    f"answer for every input (seed {as_text(seed[0])} keeps {fmt(full, 2)} "
+                    "of its score with every head pruned)")
+    return None
+
+
+def task_problem(curve_rows: list[dict], model, task) -> str | None:
+    """The rule for a result on `task` ("mlm": the masked LM; else a downstream task)."""
+    if task == "mlm":
+        return masked_lm_problem(curve_rows, model)
+    return untrained_problem(curve_rows, model, task)
 
 
 def _ratio(row: dict) -> float | None:

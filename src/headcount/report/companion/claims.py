@@ -36,10 +36,10 @@ from headcount.report.verdicts import (
     combined,
     comparison_problem,
     judged,
-    masked_lm_problem,
     run_setting,
     split_problem,
     straddle_problem,
+    task_problem,
     where,
 )
 
@@ -61,6 +61,11 @@ def _order_tasks(tables: dict, order: str) -> list[tuple]:
                   if k.family == "order" and k.order == order)
 
 
+def _learned(tables: dict, model, task) -> str | None:
+    """The "not learned" rule for a downstream task (`untrained_problem`)."""
+    return task_problem(table_rows(tables, "curves"), model, task)
+
+
 def _setting(tables: dict, models) -> str:
     return "; ".join(run_setting(tables, model).text for model in unique(models))
 
@@ -78,9 +83,9 @@ def _random(tables: dict) -> tuple[str, Verdict]:
         parts.append(f"{where(tables, model, task)}: {fmt(points[half][0], 2)} at "
                      f"{pct(half)} pruned, {reach_text(kept, RETAIN)} ({len(draws)} curves)")
         models.append(model)
-        verdicts.append(judged((kept or 0) >= PAPER_PRUNED - 1e-9,
-                               split_problem(((r or 0) >= PAPER_PRUNED - 1e-9 for r in draws),
-                                             "seeds and draws")))
+        verdicts.append(judged((kept or 0) >= PAPER_PRUNED - 1e-9, _learned(
+            tables, model, task) or split_problem(
+            ((r or 0) >= PAPER_PRUNED - 1e-9 for r in draws), "seeds and draws")))
     return _with_setting(parts, tables, models), combined(verdicts)
 
 
@@ -96,7 +101,7 @@ def _contrast(tables: dict, first: str, second: str, *,
         models.append(model)
         parts.append(f"{where(tables, model, task)}: {first} {fmt(mean_of(a))}, "
                      f"{second} {fmt(mean_of(b))}")
-        problem = comparison_problem(a, b)
+        problem = _learned(tables, model, task) or comparison_problem(a, b)
         if same:
             one_seed = min(len(a), len(b)) < 2
             verdicts.append(Verdict(INCONCLUSIVE, problem) if one_seed else
@@ -118,8 +123,9 @@ def _compensation(tables: dict) -> tuple[str, Verdict]:
         parts.append(f"{where(tables, model, task)}: the top 10% of the remaining heads "
                      f"carry {pct(share)} of the gain (Gini {fmt(gini, 2)}; "
                      f"{len(members)} pruned models)")
-        verdicts.append(judged(share <= EVEN_TOP10, straddle_problem(
-            (r.get("top10_share") for r in members), EVEN_TOP10, what="pruned models")))
+        verdicts.append(judged(share <= EVEN_TOP10, _learned(tables, model, task)
+                               or straddle_problem((r.get("top10_share") for r in members),
+                                                   EVEN_TOP10, what="pruned models")))
     return _with_setting(parts, tables, models_of(rows)), combined(verdicts)
 
 
@@ -150,7 +156,7 @@ def _harmless(tables: dict) -> tuple[str, Verdict]:
         what = where(tables, model, "masked LM" if task == "mlm" else task)
         parts.append(f"{what} ({setting}): " + ", ".join(
             f"{fmt(mean_of(v), 2)} at {pct(level)}" for level, v in low.items()))
-        problem = masked_lm_problem(curves, model) if task == "mlm" else None
+        problem = task_problem(curves, model, task)
         for values in low.values():
             verdicts.append(judged(mean_of(values) >= HARMLESS, problem or straddle_problem(
                 values, HARMLESS)))
@@ -173,6 +179,10 @@ def _after_not_better(tables: dict) -> tuple[str, Verdict]:
             b, a = before[level], after[level]
             parts.append(f"{where(tables, model, task)} at {pct(level)}: before "
                          f"{fmt(mean_of(b), 2)}, after {fmt(mean_of(a), 2)}")
+            problem = _learned(tables, model, task)
+            if problem:
+                verdicts.append(Verdict(INCONCLUSIVE, problem))
+                continue
             if min(len(a), len(b)) < 2:
                 verdicts.append(Verdict(INCONCLUSIVE, "one seed: no spread to compare the "
                                         "difference with"))
