@@ -11,6 +11,7 @@ group: the library works the same in plain Python.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -29,6 +30,14 @@ def init_from_launcher(device: str | None = None) -> None:
         from accelerate import PartialState
 
         PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+        # Leave the group before the interpreter exits: a process that exits while its gloo
+        # threads still run can abort ("terminate called without an active exception").
+        atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
