@@ -239,6 +239,21 @@ def test_layer_order_contrasts():
     assert verdict(tables, ADJACENT)[0] == "inconclusive"
 
 
+def test_a_task_the_model_has_not_learned_makes_its_claims_inconclusive():
+    """A model that keeps its score with every head pruned answers alike for every input:
+    curves that cannot be told apart are no agreement, and a curve that stays high is no
+    finding."""
+    unlearned = curve((1.0, 1.0, 1.0, 0.99, 0.99))
+    same = orders(top=((1.0, 1.0, 1.0, 0.99, 0.99), 0.0),
+                  bottom=((1.0, 1.0, 1.0, 0.99, 0.99), 0.0))
+    for index, tables in ((TOP_BOTTOM, {"curves": unlearned, "order_curves": same}),
+                          (HALF, {"curves": unlearned})):
+        result = verdict(tables, index)
+        assert result[0] == "inconclusive", result
+        assert result[1].startswith("the fine-tuned model scores hardly better on t than one "
+                                    "answer for every input (seed 0 keeps 0.99")
+
+
 def test_compensation_spread_evenly():
     rows = [{"model": "m", "task": "t", "seed": seed, "order": order, "ratio": 0.5,
              "top10_share": share, "gini": 0.3}

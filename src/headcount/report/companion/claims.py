@@ -101,8 +101,10 @@ def _contrast(tables: dict, first: str, second: str, *,
         models.append(model)
         parts.append(f"{where(tables, model, task)}: {first} {fmt(mean_of(a))}, "
                      f"{second} {fmt(mean_of(b))}")
-        problem = _learned(tables, model, task) or comparison_problem(a, b)
-        if same:
+        problem, unlearned = comparison_problem(a, b), _learned(tables, model, task)
+        if unlearned:
+            verdicts.append(Verdict(INCONCLUSIVE, unlearned))
+        elif same:
             one_seed = min(len(a), len(b)) < 2
             verdicts.append(Verdict(INCONCLUSIVE, problem) if one_seed else
                             judged(problem is not None))
