@@ -115,6 +115,18 @@ def test_order_contrasts_state_agreement_and_inconclusive_results():
         in sentence
 
 
+def test_orders_on_a_task_the_model_has_not_learned_are_inconclusive_where_stated():
+    flat = (1.0, 1.0, 0.99, 0.99, 0.99)
+    tables = {"curves": curve(flat),
+              "order_curves": orders(importance=(flat, 0.0), middle=(flat, 0.0),
+                                     **{"avoid-middle": (flat, 0.0)})}
+    sentence = only(headline_findings(tables), "m on t: mean relative performance")
+    assert "Budhraja et al.'s contrasts" not in sentence
+    assert sentence.endswith("— inconclusive here: the fine-tuned model scores hardly better "
+                             "on t than one answer for every input (seed 0 keeps 0.99 of its "
+                             "score with every head pruned).")
+
+
 def test_estimators_that_all_disagree_with_ablation_are_not_called_a_match():
     rows = [{"model": "m", "task": task, "seed": 0, "estimator": estimator,
              "spearman_rho": rho}

@@ -32,7 +32,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import caveats, masked_lm_problem
+from headcount.report.verdicts import caveats, masked_lm_problem, task_problem
 
 
 def _agreement_table(rows: list[dict]) -> Table:
@@ -98,8 +98,7 @@ def estimators_findings(tables: dict) -> list[str]:
         verdict = (f"{ranked[0]} ranks heads most like ablation" if best > 0 else
                    f"no estimator ranks heads like ablation (the best, {ranked[0]}, has "
                    f"ρ = {fmt(best, 2)})")
-        problem = masked_lm_problem(table_rows(tables, "curves"), model) \
-            if task == "mlm" else None
+        problem = task_problem(table_rows(tables, "curves"), model, task)
         sentences.append(
             f"{model} on {what}: Spearman ρ with exact ablation: "
             + ", ".join(f"{e} {fmt(by_estimator[e], 2)}" for e in ranked)

@@ -37,6 +37,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
+from headcount.report.verdicts import task_problem
 
 
 def _finetune_summary(rows: list[dict]) -> dict[tuple, dict]:
@@ -143,7 +144,7 @@ def order_finetune_findings(tables: dict) -> list[str]:
         if parts:
             sentences.append(f"{model} on {task}, {pct(float(ratio))} of heads pruned, "
                              f"relative performance before → after fine-tuning again: "
-                             f"{'; '.join(parts)}.")
+                             f"{'; '.join(parts)}" + _unlearned(tables, model, task) + ".")
     comp = table_rows(tables, "compensation")
     for (model, task), members in group_rows(comp, "model", "task").items():
         share = mean_std_count(r.get("top10_share") for r in members)
@@ -154,8 +155,14 @@ def order_finetune_findings(tables: dict) -> list[str]:
             f"Compensation ({model} on {task}, {len(members)} pruned models): after "
             f"fine-tuning, the top 10% of the remaining heads carry {pct(share[0])} of the "
             f"gain in share of importance, Gini {fmt(gini[0])} (10% and 0 if every head "
-            f"gained alike).")
+            f"gained alike)" + _unlearned(tables, model, task) + ".")
     return sentences
+
+
+def _unlearned(tables: dict, model, task) -> str:
+    """' — inconclusive here: ...' when the fine-tuned model has not learned `task`."""
+    problem = task_problem(table_rows(tables, "curves"), model, task)
+    return f" — inconclusive here: {problem}" if problem else ""
 
 
 SECTION = ("fine-tuning after pruning", order_finetune_section)

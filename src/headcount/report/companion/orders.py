@@ -38,7 +38,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import comparison_problem
+from headcount.report.verdicts import comparison_problem, task_problem
 
 IMPORTANCE = "importance"
 ORDER_STYLE = {  # colour, line style: importance solid black, random grey, layers coloured
@@ -189,7 +189,12 @@ def orders_findings(tables: dict) -> list[str]:
         parts = [f"{order} {fmt(areas[order])}" for order in ranked]
         sentence = (f"{model} on {task}: mean relative performance over all pruning ratios "
                     f"by order: {', '.join(parts)}; importance order ranks "
-                    f"{ranked.index(IMPORTANCE) + 1} of {len(ranked)}.")
+                    f"{ranked.index(IMPORTANCE) + 1} of {len(ranked)}")
+        unlearned = task_problem(table_rows(tables, "curves"), model, task)
+        if unlearned:  # no order can be told from another on such a model
+            sentences.append(f"{sentence} — inconclusive here: {unlearned}.")
+            continue
+        sentence += "."
         contrasts = [_contrast(tables, model, task, areas, a, b) for a, b in CONTRASTS
                      if a in areas and b in areas]
         if contrasts:

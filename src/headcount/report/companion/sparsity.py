@@ -28,7 +28,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import caveats, masked_lm_problem
+from headcount.report.verdicts import caveats, masked_lm_problem, task_problem
 
 
 def _sparsity_summary(rows: list[dict]) -> dict[tuple, dict[float, dict]]:
@@ -160,8 +160,7 @@ def sparsity_findings(tables: dict) -> list[str]:
         base = points[min(points)]["loss"][0]
         if task == "mlm" and loss is not None and base is not None:
             sentence += f" (masked-LM loss {fmt(base)} → {fmt(loss)})"
-        problem = masked_lm_problem(table_rows(tables, "curves"), model) \
-            if task == "mlm" else None
+        problem = task_problem(table_rows(tables, "curves"), model, task)
         sentences.append(sentence + (f" — inconclusive here: {problem}" if problem else "")
                          + ".")
     return sentences
