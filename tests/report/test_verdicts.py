@@ -87,6 +87,11 @@ def test_a_model_that_scores_the_same_without_any_head_has_not_learned_its_task(
     # just below the rule's share: read as learned
     rows = task_rows({0: (1.0, 0.98, 0.9, 0.7, 0.6), 1: (1.0, 1.0, 1.0, 0.99, 0.94)})
     assert untrained_problem(rows, "m", "t") is None
+    # only the main metric counts: a side metric that keeps its score changes nothing
+    side = [{**row, "main": False, "metric": "f1", "relative": 1.0}
+            for row in task_rows({0: RATIOS, 1: RATIOS})]
+    learned = task_rows({0: (1.0, 0.98, 0.97, 0.95, 0.93), 1: (1.0, 0.97, 0.92, 0.75, 0.62)})
+    assert untrained_problem(learned + side, "m", "t") is None
     # the masked LM is judged by its own rule
     weak = mlm_rows((0.1, 0.1, 0.1, 0.1, 0.1), (1.0, 1.0, 1.0, 1.0, 1.0))
     assert task_problem(weak, "m", "mlm") == masked_lm_problem(weak, "m")
