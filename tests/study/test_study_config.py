@@ -112,7 +112,7 @@ def test_the_shipped_examples_parse_from_any_directory(monkeypatch, tmp_path):
     config = load_config(REPO / "examples" / "glue-local.toml")
     assert [t.name for t in config.tasks] == ["mrpc", "sst2"]
     glue = REPO.parent / "shared" / "data" / "glue"
-    assert {Path(t.data_dir) for t in config.tasks} == {glue.resolve()}
+    assert {Path(t.data_dir).resolve() for t in config.tasks} == {glue.resolve()}
     assert config.models[0].path == "sentence-transformers/all-MiniLM-L6-v2"  # a hub name
     wikipedia = REPO / "examples" / "data" / "wikipedia.txt"
     with pytest.raises(ConfigError, match=f"pretrain.text: '{wikipedia}' does not exist "
