@@ -62,6 +62,17 @@ def test_the_all_tasks_sentence_is_left_out_when_a_task_kept_nothing():
     assert all("up to 0%" not in f for f in findings)
 
 
+def test_the_all_tasks_sentence_leaves_out_a_task_the_model_has_not_learned():
+    learned = curve((1.0, 0.97, 0.95, 0.92, 0.5)) + curve((1.0, 0.97, 0.93, 0.6, 0.5),
+                                                            task="u")
+    findings = headline_findings({"curves": learned})
+    assert only(findings, "m, all 2 tasks").endswith("(the limit is set by u).")
+    unlearned = curve((1.0, 1.0, 1.0, 0.99, 0.99), task="v")
+    findings = headline_findings({"curves": learned + unlearned})
+    assert only(findings, "m, all 2 tasks")  # v, not learned, is left out of the count
+    assert not [f for f in findings if "all 3 tasks" in f]
+
+
 def test_masked_lm_findings_of_a_weak_masked_lm_are_inconclusive_where_stated():
     findings = headline_findings({"curves": WEAK_MLM, "recall": recall_rows(0.0)})
     mlm = only(findings, "m, masked LM, l1")

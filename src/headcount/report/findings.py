@@ -156,8 +156,10 @@ def _downstream_findings(rows: list[dict]) -> list[str]:
                 f"{seeds_text(seeds)} stays ≥ {pct(RETAIN)} " + ", ".join(clauses)
                 + (_inconclusive(unlearned) if unlearned
                    else _best_variant(variants, RETAIN, rows)) + ".")
-        if len(tasks) > 1:
-            findings.extend(_all_tasks_finding(model, of_model, tasks))
+        # Tasks the model has not learned set no limit worth stating (`untrained_problem`).
+        learned = [task for task in tasks if not untrained_problem(rows, model, task)]
+        if len(learned) > 1:
+            findings.extend(_all_tasks_finding(model, of_model, learned))
     return findings
 
 
