@@ -314,8 +314,9 @@ def pruning_curve(
     run of the same curve) are taken as they are, their units pruned without evaluating
     again; `on_point` is called with each newly evaluated point, e.g. to save it at once.
     `evaluations` holds the evaluations of the same model on the same examples by the set of
-    heads pruned, shared by several curves: a set evaluated before (the unpruned model,
-    every head pruned, which every order reaches) is taken from it, a new one is added.
+    units pruned (kind and unit), shared by several curves: a set evaluated before (the
+    unpruned model, every unit pruned, which every order reaches) is taken from it, a new one
+    is added.
 
     Example:
         >>> points = pruning_curve(model, lambda m: evaluate(m, batches, "classification"),

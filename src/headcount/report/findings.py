@@ -51,6 +51,7 @@ from headcount.report.format import (
 from headcount.report.verdicts import (
     comparison_problem,
     convergence_problem,
+    inconclusive_note,
     layer_span,
     masked_lm_problem,
     untrained_problem,
@@ -136,7 +137,7 @@ def _best_variant(groups: list[CurveGroup], threshold: float, rows: list[dict]) 
     areas = seed_areas(best.members(rows))
     problem = next(filter(None, (comparison_problem(areas, seed_areas(g.members(rows)))
                                  for g in groups if g is not best)), None)
-    return text + (f" — inconclusive here: {problem}" if problem else "")
+    return text + inconclusive_note(problem)
 
 
 def _downstream_findings(rows: list[dict]) -> list[str]:
@@ -154,7 +155,7 @@ def _downstream_findings(rows: list[dict]) -> list[str]:
             findings.append(
                 f"{model}, {task}: the mean relative {variants[0].metric} over "
                 f"{seeds_text(seeds)} stays ≥ {pct(RETAIN)} " + ", ".join(clauses)
-                + (_inconclusive(unlearned) if unlearned
+                + (inconclusive_note(unlearned) if unlearned
                    else _best_variant(variants, RETAIN, rows)) + ".")
         # Tasks the model has not learned set no limit worth stating (`untrained_problem`).
         learned = [task for task in tasks if not untrained_problem(rows, model, task)]
@@ -202,13 +203,8 @@ def _pretrain_findings(rows: list[dict]) -> list[str]:
             text = (f"{head} falls below {pct(MLM_RETAIN)} at {pct(below)} of heads pruned "
                     f"(≥ {pct(MLM_RETAIN)} up to {pct(kept)} pruned: {pct(1 - kept)} of the "
                     f"heads keep {pct(MLM_RETAIN)} of the masked-LM performance)")
-        findings.append(text + _inconclusive(masked_lm_problem(rows, group.model)) + ".")
+        findings.append(text + inconclusive_note(masked_lm_problem(rows, group.model)) + ".")
     return findings
-
-
-def _inconclusive(problem: str | None) -> str:
-    """' — inconclusive here: REASON' when a rule of `verdicts` says so."""
-    return f" — inconclusive here: {problem}" if problem else ""
 
 
 def _recall_findings(tables: dict) -> list[str]:
@@ -245,7 +241,7 @@ def _recall_findings(tables: dict) -> list[str]:
             text += (f"; every task reaches it by x = {pct(max(reached))} (the paper's "
                      f"guideline: {pct(MLM_RETAIN)})")
         problem = masked_lm_problem(table_rows(tables, "curves"), model)
-        findings.append(text + _inconclusive(problem) + ".")
+        findings.append(text + inconclusive_note(problem) + ".")
     return findings
 
 
@@ -309,7 +305,7 @@ def _correlation_findings(tables: dict) -> list[str]:
                     part += f", Spearman ρ = {fmt(rho, 2)}"
                     if readable:
                         largest.extend(abs(v) for v in entry["rho"])
-                parts.append(part + ("" if readable else _inconclusive(weak)))
+                parts.append(part + ("" if readable else inconclusive_note(weak)))
             if parts:
                 findings.append(f"{model}, {task}: correlation of head importance ({normalize}) "
                                 f"with JS divergence, mean over {seeds_text(seeds)} — "
@@ -343,7 +339,7 @@ def _freezing_findings(tables: dict) -> list[str]:
                 f"fine-tuning, " + ", ".join(parts) + " (mean over "
                 f"{seeds_text(seed_count(members))}; the paper, RoBERTa-large with 5 frozen "
                 f"layers: 0.91 on CoLA, > 0.98 on SST-2, QQP and MNLI)"
-                + _inconclusive(problem) + ".")
+                + inconclusive_note(problem) + ".")
     return findings
 
 

@@ -149,6 +149,17 @@ def masked_lm_problem(curve_rows: list[dict], model) -> str | None:
     return None
 
 
+def inconclusive_note(problem: str | None) -> str:
+    """' — inconclusive here: REASON' to end a finding with when a rule gives `problem`;
+    '' when it gives none.
+
+    Example:
+        >>> inconclusive_note("one seed")
+        ' — inconclusive here: one seed'
+    """
+    return f" — inconclusive here: {problem}" if problem else ""
+
+
 def untrained_problem(curve_rows: list[dict], model, task) -> str | None:
     """Why the fine-tuned `model` on `task` cannot support a finding (None when it can): some
     seed keeps ≥ UNTRAINED_KEEPS of its score with every head pruned, i.e. scores no better

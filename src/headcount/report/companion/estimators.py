@@ -32,7 +32,12 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import caveats, masked_lm_problem, task_problem
+from headcount.report.verdicts import (
+    caveats,
+    inconclusive_note,
+    masked_lm_problem,
+    task_problem,
+)
 
 
 def _agreement_table(rows: list[dict]) -> Table:
@@ -102,7 +107,7 @@ def estimators_findings(tables: dict) -> list[str]:
         sentences.append(
             f"{model} on {what}: Spearman ρ with exact ablation: "
             + ", ".join(f"{e} {fmt(by_estimator[e], 2)}" for e in ranked)
-            + f"; {verdict}" + (f" — inconclusive here: {problem}" if problem else "") + ".")
+            + f"; {verdict}" + inconclusive_note(problem) + ".")
     return sentences
 
 

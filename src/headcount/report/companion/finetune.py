@@ -37,7 +37,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import task_problem
+from headcount.report.verdicts import inconclusive_note, task_problem
 
 
 def _finetune_summary(rows: list[dict]) -> dict[tuple, dict]:
@@ -160,9 +160,8 @@ def order_finetune_findings(tables: dict) -> list[str]:
 
 
 def _unlearned(tables: dict, model, task) -> str:
-    """' — inconclusive here: ...' when the fine-tuned model has not learned `task`."""
-    problem = task_problem(table_rows(tables, "curves"), model, task)
-    return f" — inconclusive here: {problem}" if problem else ""
+    """The note for a finding on `task` when the fine-tuned model has not learned it."""
+    return inconclusive_note(task_problem(table_rows(tables, "curves"), model, task))
 
 
 SECTION = ("fine-tuning after pruning", order_finetune_section)

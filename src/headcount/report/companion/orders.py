@@ -38,7 +38,7 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import comparison_problem, task_problem
+from headcount.report.verdicts import comparison_problem, inconclusive_note, task_problem
 
 IMPORTANCE = "importance"
 ORDER_STYLE = {  # colour, line style: importance solid black, random grey, layers coloured
@@ -192,7 +192,7 @@ def orders_findings(tables: dict) -> list[str]:
                     f"{ranked.index(IMPORTANCE) + 1} of {len(ranked)}")
         unlearned = task_problem(table_rows(tables, "curves"), model, task)
         if unlearned:  # no order can be told from another on such a model
-            sentences.append(f"{sentence} — inconclusive here: {unlearned}.")
+            sentences.append(sentence + inconclusive_note(unlearned) + ".")
             continue
         sentence += "."
         contrasts = [_contrast(tables, model, task, areas, a, b) for a, b in CONTRASTS

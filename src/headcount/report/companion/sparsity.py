@@ -28,7 +28,12 @@ from headcount.report.format import (
     unique,
 )
 from headcount.report.render import Block, Section, Table, table_links
-from headcount.report.verdicts import caveats, masked_lm_problem, task_problem
+from headcount.report.verdicts import (
+    caveats,
+    inconclusive_note,
+    masked_lm_problem,
+    task_problem,
+)
 
 
 def _sparsity_summary(rows: list[dict]) -> dict[tuple, dict[float, dict]]:
@@ -161,8 +166,7 @@ def sparsity_findings(tables: dict) -> list[str]:
         if task == "mlm" and loss is not None and base is not None:
             sentence += f" (masked-LM loss {fmt(base)} → {fmt(loss)})"
         problem = task_problem(table_rows(tables, "curves"), model, task)
-        sentences.append(sentence + (f" — inconclusive here: {problem}" if problem else "")
-                         + ".")
+        sentences.append(sentence + inconclusive_note(problem) + ".")
     return sentences
 
 
